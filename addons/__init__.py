@@ -1,0 +1,1 @@
+"""phigate's mitmproxy addons: thin adapters over the plain modules in `phigate`."""

@@ -1,0 +1,113 @@
+"""Identity: verify the caller's short-lived OIDC token and choose its policy.
+
+The token comes from `Authorization: Bearer` (the app's OPENAI_API_KEY is its token, so SDKs need
+no change) or from `Proxy-Authorization` on the CONNECT (HTTPS_PROXY=http://user:TOKEN@host).
+The token itself is never stored: the record keeps issuer, subject, groups, jti and expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from urllib.parse import parse_qsl, urlencode
+
+from mitmproxy import connection, ctx, exceptions, http
+
+from phigate import context
+from phigate.errors import Refusal
+from phigate.identity import (
+    DevIssuer,
+    IdentityError,
+    TokenVerifier,
+    extract_token,
+    load_issuers,
+)
+
+from . import flowstate
+from .failclosed import guard, record_of, settled
+from .policies import Policies
+from .settings import home
+
+STAGE = "identity"
+_JWT_SHAPED = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+class Identity:
+    def __init__(self, policies: Policies) -> None:
+        self.policies = policies
+        self.verifier: TokenVerifier | None = None
+        # Proxy-Authorization arrives once, on the CONNECT; later requests in the tunnel need it.
+        self.tunnel_auth: weakref.WeakKeyDictionary[connection.Client, str] = (
+            weakref.WeakKeyDictionary())
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "identity_issuers", str, "",
+            "YAML file listing trusted OIDC issuers (issuer, audience, groups_claim, "
+            "max_lifetime, ...). Empty: only the embedded development issuer.",
+        )
+        loader.add_option(
+            "identity_dev_issuer", bool, True,
+            "Trust the embedded development issuer in the home folder "
+            "(tokens from `phigate token mint`). Turn off in production.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"identity_issuers", "identity_dev_issuer", "phigate_home"}:
+            return
+        issuers = []
+        if ctx.options.identity_issuers:
+            try:
+                issuers.extend(load_issuers(ctx.options.identity_issuers))
+            except (OSError, ValueError) as e:
+                raise exceptions.OptionsError(f"identity_issuers: {e}") from None
+        if ctx.options.identity_dev_issuer:
+            issuers.append(DevIssuer(home().issuer_dir).trusted_issuer())
+        if not issuers:
+            raise exceptions.OptionsError(
+                "no token issuer is trusted: set identity_issuers or identity_dev_issuer")
+        self.verifier = TokenVerifier(issuers)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        value = flow.request.headers.get("proxy-authorization")
+        if value:
+            self.tunnel_auth[flow.client_conn] = value
+
+    @guard(STAGE)
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if settled(flow):
+            return
+        record = record_of(flow)
+        drop_query_tokens(flow.request)
+        proxy_auth = (flow.request.headers.get("proxy-authorization")
+                      or self.tunnel_auth.get(flow.client_conn))
+        assert self.verifier is not None
+        try:
+            token, source = extract_token(flow.request.headers.get("authorization"), proxy_auth)
+            identity = await asyncio.to_thread(self.verifier.verify, token, source)
+        except IdentityError as e:
+            raise Refusal(e.status, e.code, e.message, retry=e.retry) from None
+        record["identity"] = identity.to_record()
+
+        policy = self.policies.current().select(identity.groups)
+        if policy is None:
+            raise Refusal(403, "no_policy_for_groups",
+                          "No policy on this gateway covers the caller's groups.")
+        # Later stages use this exact policy object, even if a reload happens mid-flight.
+        state = flowstate.of(flow)
+        state.identity, state.policy = identity, policy
+        record["policy"] = {"name": policy.name, "version": policy.version,
+                            "upstream_key": policy.upstream_key}
+        context.decide(record, STAGE, "allow", rule=policy.name)
+
+
+def drop_query_tokens(request: http.Request) -> None:
+    """Tokens never travel in URLs: a JWT-shaped query value is removed before anything else
+    (the caller must use a header), so it reaches neither upstream nor the audit log."""
+    if "?" not in request.path:
+        return
+    path, query = request.path.split("?", 1)
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+            if not _JWT_SHAPED.match(v)]
+    request.path = f"{path}?{urlencode(kept)}" if kept else path

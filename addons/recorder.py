@@ -1,0 +1,209 @@
+"""Recorder: one append-only, tamper-evident audit record per flow, refused and failed included.
+
+The record is the flow's PHI-free record (phigate.context) plus the upstream outcome; bodies go
+in encrypted. Appends run on one writer thread, off mitmproxy's event loop. The response is held
+until its record is committed, so no answer reaches a caller unaudited; if the log cannot be
+written, the response is replaced by an error and new requests are refused until it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from mitmproxy import ctx, exceptions, http
+
+from phigate.audit import AuditStore, open_store
+from phigate.audit.sinks import AppendOnlyFile, Webhook
+from phigate.errors import Refusal, error_body, error_headers
+
+from . import flowstate
+from .failclosed import guard, record_of, settled
+from .settings import home
+
+log = logging.getLogger("phigate")
+STAGE = "recording"
+RECORDED = "phigate.recorded"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.store: AuditStore | None = None
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-audit")
+        self.healthy = True
+        self._settings: tuple | None = None
+        self._checkpoints: asyncio.Task | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "audit_db", str, "",
+            "Audit database file. Empty: audit.db in the home folder.",
+        )
+        loader.add_option(
+            "audit_durability", str, "normal",
+            "'normal' survives a killed process; 'full' also survives power loss (fsync per "
+            "record, slower).",
+        )
+        loader.add_option(
+            "audit_checkpoint_interval", float, 60.0,
+            "Seconds between signed checkpoints of the audit log (one is also written at shutdown).",
+        )
+        loader.add_option(
+            "audit_checkpoint_file", str, "",
+            "Append-only file that receives every signed checkpoint; keep it where the gateway "
+            "cannot rewrite it (another host, chattr +a). Empty: none.",
+        )
+        loader.add_option(
+            "audit_checkpoint_webhook", str, "",
+            "URL that receives every signed checkpoint (text/plain POST). Empty: none.",
+        )
+        loader.add_option(
+            "audit_bodies", bool, True,
+            "Keep encrypted copies of request and response bodies with each record.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "audit_durability" in updated and ctx.options.audit_durability not in ("normal", "full"):
+            raise exceptions.OptionsError("audit_durability must be 'normal' or 'full'")
+        if "audit_checkpoint_interval" in updated and ctx.options.audit_checkpoint_interval <= 0:
+            raise exceptions.OptionsError("audit_checkpoint_interval must be > 0")
+        settings = (ctx.options.phigate_home, ctx.options.audit_db, ctx.options.audit_durability,
+                    ctx.options.audit_checkpoint_file, ctx.options.audit_checkpoint_webhook)
+        if settings != self._settings:
+            self._settings = settings
+            sinks = []
+            if ctx.options.audit_checkpoint_file:
+                sinks.append(AppendOnlyFile(ctx.options.audit_checkpoint_file))
+            if ctx.options.audit_checkpoint_webhook:
+                sinks.append(Webhook(ctx.options.audit_checkpoint_webhook))
+            if self.store:
+                self.writer.submit(self.store.close).result()
+            self.store = self.writer.submit(
+                open_store, home(), ctx.options.audit_db or None,
+                sinks=sinks, durability=ctx.options.audit_durability).result()
+
+    def running(self) -> None:
+        if self._checkpoints is None:
+            self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_forever())
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(ctx.options.audit_checkpoint_interval)
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.writer, self.store.checkpoint)
+        except Exception as exc:
+            log.error("audit checkpoint failed (%s)", type(exc).__name__)
+
+    async def done(self) -> None:
+        if self._checkpoints:
+            self._checkpoints.cancel()
+        if self.store:
+            await self._checkpoint()
+            self.writer.submit(self.store.close).result()
+        self.writer.shutdown(wait=True)
+
+    @guard(STAGE)
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Refuse new work while the log cannot be written: unaudited access is not allowed."""
+        if settled(flow):
+            return
+        if not self.healthy:
+            raise Refusal(503, "audit_unavailable",
+                          "The gateway cannot write its audit log; the request was not sent.",
+                          retry=True)
+
+    async def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        await self._record(flow)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        if not flow.live or flow.is_replay == "response":
+            return
+        if not await self._record(flow) and not flow.response.stream:
+            record = record_of(flow)
+            record["local_response"] = True
+            flow.response = http.Response.make(
+                500,
+                error_body(500, "audit_write_failed",
+                           "The gateway could not write the audit record; the response was withheld."),
+                error_headers(record["request_id"], retry=False))
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._record(flow)
+
+    async def _record(self, flow: http.HTTPFlow) -> bool:
+        if flow.metadata.get(RECORDED):  # e.g. the client left after its response was recorded
+            return True
+        flow.metadata[RECORDED] = True
+        record = outcome(flow)
+        bodies = bodies_of(flow, record) if ctx.options.audit_bodies else None
+        flowstate.release(flow)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.writer, self.store.append, record, bodies)
+        except Exception as exc:
+            self.healthy = False
+            log.error("audit append failed (%s); refusing new requests until it works",
+                      type(exc).__name__)
+            return False
+        self.healthy = True
+        return True
+
+
+def outcome(flow: http.HTTPFlow) -> dict:
+    """The flow's record completed with what happened upstream (or did not)."""
+    record = dict(record_of(flow))
+    record["finished"] = time.time()
+    if flow.is_replay:
+        record["replay"] = True
+    if flow.response is not None:
+        record["status"] = flow.response.status_code
+        if not record.get("local_response"):
+            upstream = dict(record.get("upstream") or {})
+            upstream["status"] = flow.response.status_code
+            if flow.response.timestamp_start and flow.request.timestamp_end:
+                upstream["latency_ms"] = round(
+                    (flow.response.timestamp_start - flow.request.timestamp_end) * 1000, 2)
+            usage = usage_of(flow)
+            if usage:
+                upstream["usage"] = usage
+            record["upstream"] = upstream
+    if flow.error is not None and "error" not in record:
+        # mitmproxy's error messages are about connections, not content.
+        record["error"] = {"stage": "transport", "kind": flow.error.msg[:200]}
+    return record
+
+
+def usage_of(flow: http.HTTPFlow) -> dict | None:
+    """Token usage from a JSON response (streamed usage is noted by the masking stage)."""
+    state = flowstate.of(flow)
+    if getattr(state, "usage", None):
+        return state.usage
+    if flow.response.stream or "json" not in flow.response.headers.get("content-type", ""):
+        return None
+    try:
+        usage = json.loads(flow.response.get_content(strict=False) or b"{}").get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return {k: v for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else None
+
+
+def bodies_of(flow: http.HTTPFlow, record: dict) -> dict[str, bytes]:
+    """What the client sent and got, and what went to OpenAI (after masking).
+
+    The masking stage adds the original request and the upstream's raw response where they
+    differ from what was forwarded and returned."""
+    bodies = dict(flowstate.of(flow).bodies)
+    request = flow.request.raw_content
+    if request:
+        bodies.setdefault("client_request", request)
+        if "upstream" in record:  # the request was forwarded
+            bodies.setdefault("upstream_request", request)
+    if flow.response is not None and flow.response.raw_content:
+        bodies.setdefault("client_response", flow.response.raw_content)
+    return bodies

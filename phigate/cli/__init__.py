@@ -1,0 +1,27 @@
+"""The `phigate` command: run the gateway, mint development tokens, and audit what it did."""
+
+import click
+
+from .approvals import approvals_group
+from .audit import audit_group
+from .policy import policy_group
+from .run import run_command, web_command
+from .token import init_command, token_group
+
+
+@click.group()
+@click.version_option(package_name="phigate")
+def main() -> None:
+    """phigate: a HIPAA compliance gateway for OpenAI traffic.
+
+    Run `phigate COMMAND --help` for any command's options.
+    """
+
+
+main.add_command(init_command)
+main.add_command(approvals_group)
+main.add_command(audit_group)
+main.add_command(policy_group)
+main.add_command(run_command)
+main.add_command(web_command)
+main.add_command(token_group)

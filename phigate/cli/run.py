@@ -1,0 +1,112 @@
+"""`phigate run` and `phigate web`: the gateway pipeline inside mitmdump or mitmweb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from phigate.home import Home
+
+import phigate.addons
+
+# The same file mitmdump/mitmweb load with `-s` from a checkout.
+GATEWAY_SCRIPT = Path(phigate.addons.__file__).resolve().parent / "gateway.py"
+OPENAI = "https://api.openai.com"
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def mitmproxy_args(*, listen: str, reverse: str | None, home: Home, policies: str | None,
+                   upstream: str | None, upstream_ca: str | None,
+                   upstream_key_file: str | None, extra_sets: tuple[str, ...]) -> list[str]:
+    """The mitmdump/mitmweb command line that runs the phigate pipeline."""
+    args = ["--mode", f"regular@{listen}"]
+    if reverse:
+        args += ["--mode", f"reverse:{OPENAI}@{reverse}"]
+    args += ["-s", str(GATEWAY_SCRIPT)]
+    sets = {
+        "confdir": str(home.ca_dir),
+        # No connection is opened before the pipeline has decided (and routed) a request.
+        "connection_strategy": "lazy",
+        # Leaves carry only the requested name, so the CA's name constraint holds.
+        "upstream_cert": "false",
+        "phigate_home": str(home.root),
+    }
+    for name, value in (("policies", policies), ("upstream", upstream),
+                        ("upstream_ca", upstream_ca), ("upstream_key_file", upstream_key_file)):
+        if value:
+            sets[name] = value
+    for item in extra_sets:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"--set expects NAME=VALUE, got {item!r}")
+        sets[name] = value
+    for name, value in sets.items():
+        args += ["--set", f"{name}={value}"]
+    return args
+
+
+def gateway_options(fn):
+    options = [
+        click.option("--listen", default="127.0.0.1:8080", show_default=True,
+                     callback=lambda c, p, v: _address(v),
+                     help="Forward-proxy address (clients set HTTPS_PROXY to it)."),
+        click.option("--reverse", default="127.0.0.1:8081", show_default=True,
+                     help="Reverse-proxy address (clients set OPENAI_BASE_URL=http://HOST:PORT/v1); "
+                          "'off' disables it."),
+        click.option("--home", envvar="PHIGATE_HOME", type=click.Path(file_okay=False),
+                     help="State folder (CA, keys, audit database). [env: PHIGATE_HOME; "
+                          "default ~/.phigate]"),
+        click.option("--policies", type=click.Path(exists=True, file_okay=False),
+                     help="Policy folder. [default: the shipped policies/]"),
+        click.option("--upstream", help="Where OpenAI traffic goes. [default: https://api.openai.com]"),
+        click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False),
+                     help="CA file trusted for the upstream."),
+        click.option("--upstream-key-file", type=click.Path(exists=True, dir_okay=False),
+                     help="File with the gateway's OpenAI key. [default: $OPENAI_API_KEY]"),
+        click.option("--set", "extra_sets", multiple=True, metavar="NAME=VALUE",
+                     help="Any other mitmproxy or phigate option (repeatable)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prepare(home: str | None, reverse: str, **kwargs) -> list[str]:
+    state = Home.open(home)
+    from phigate.ca import ensure_ca
+    from phigate.identity import DevIssuer
+
+    ensure_ca(state)
+    DevIssuer(state.issuer_dir)
+    return mitmproxy_args(home=state, reverse=None if reverse == "off" else _address(reverse),
+                          **kwargs)
+
+
+@click.command("run")
+@gateway_options
+def run_command(home, reverse, **kwargs) -> None:
+    """Run the gateway (mitmdump with the phigate pipeline)."""
+    from mitmproxy.tools.main import mitmdump
+
+    mitmdump(_prepare(home, reverse, **kwargs))
+
+
+@click.command("web")
+@gateway_options
+@click.option("--web", "web_address", default="127.0.0.1:8090", show_default=True,
+              help="mitmweb's interface for live inspection.")
+def web_command(home, reverse, web_address, **kwargs) -> None:
+    """Run the gateway inside mitmweb, for live inspection of flows."""
+    from mitmproxy.tools.main import mitmweb
+
+    host, _, port = _address(web_address).rpartition(":")
+    args = _prepare(home, reverse, **kwargs)
+    mitmweb(args + ["--set", f"web_host={host}", "--set", f"web_port={port}",
+                    "--set", "web_open_browser=false"])

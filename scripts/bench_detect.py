@@ -1,0 +1,79 @@
+"""Detection speed: phigate's Detector vs stock Presidio (en_core_web_sm), same texts, same run.
+
+    python scripts/bench_detect.py [--records 300]
+
+cold = never-seen text (each text analysed once); warm = the same fields again (cache hits).
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "eval"))
+
+from evaluate import DEFAULT_DATA, load, stock  # noqa: E402
+
+from phigate.detect import Detector, TextField  # noqa: E402
+
+NOTE_250 = ("Pt Maria Lopez, 67F, MRN 88123456, seen 03/14/2024 at Mercy General for CHF exacerbation. "
+            "On metoprolol 25 mg bid and Lasix 40 mg. HbA1c 7.2, K 4.1. Daughter Ana at 617-555-0142. "
+            "Lives at 12 Oak St, Springfield, IL 62704. F/u 2 wks.")
+
+
+def texts_from(records: list[dict]) -> list[str]:
+    return [f["text"] for r in records if r["kind"] != "fhir" for f in r["fields"]]
+
+
+def run(label: str, analyze, texts: list[str]) -> dict:
+    started = time.perf_counter()
+    per_text = []
+    for text in texts:
+        t0 = time.perf_counter()
+        analyze(text)
+        per_text.append(time.perf_counter() - t0)
+    total = time.perf_counter() - started
+    return {"label": label, "chars_per_s": sum(map(len, texts)) / total, "ms_median": statistics.median(per_text) * 1e3}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=300)
+    args = parser.parse_args()
+    texts = texts_from(load(DEFAULT_DATA, args.records))
+    notes = [f"{NOTE_250} Visit {i}." for i in range(60)]  # distinct texts, ~250 characters each
+
+    detector = Detector.from_config(None)
+    stock_analyze = stock()
+    ours = lambda text: detector.analyze([TextField(text)])  # noqa: E731
+    theirs = lambda text: stock_analyze([{"text": text}])  # noqa: E731
+    ours("warm up the pipeline"), theirs("warm up the pipeline")
+
+    rows = [("eval texts, cold", run("phigate", ours, texts), run("stock", theirs, texts)),
+            ("~250-char note, cold", run("phigate", ours, notes), run("stock", theirs, notes))]
+    fields = [TextField(t) for t in texts]
+    detector.analyze(fields)
+    rounds, started = 20, time.perf_counter()
+    for _ in range(rounds):
+        detector.analyze(fields)
+    warm_ms_per_field = (time.perf_counter() - started) / (rounds * len(fields)) * 1e3
+
+    print(f"{len(texts)} eval texts ({sum(map(len, texts))} characters), {len(notes)} notes of {len(notes[0])} "
+          "characters\n")
+    print("| case | phigate chars/s | stock chars/s | phigate ms/text (median) | stock ms/text (median) | "
+          "time ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for case, ours_row, stock_row in rows:
+        print(f"| {case} | {ours_row['chars_per_s']:,.0f} | {stock_row['chars_per_s']:,.0f} | "
+              f"{ours_row['ms_median']:.2f} | {stock_row['ms_median']:.2f} | "
+              f"{stock_row['chars_per_s'] / ours_row['chars_per_s']:.2f} |")
+    print(f"| warm (repeated fields, one request of {len(fields)}) | | | {warm_ms_per_field:.4f} per field | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

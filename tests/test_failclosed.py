@@ -1,0 +1,62 @@
+"""Fail closed: a stage that raises, or a gateway without an upstream key, never forwards.
+
+Each test runs its own gateway (one at a time: mitmproxy's ctx is process-global)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from phigate.addons.embedded import RunningGateway
+from phigate.identity import DevIssuer
+
+from .test_pipeline import MODEL, record_for
+
+
+class Explodes:
+    """A stage with a bug: raises on every request."""
+
+    def request(self, flow):
+        raise RuntimeError("patient Jane Roe, MRN 12345678")  # PHI in a message must not leak
+
+
+def test_a_stage_that_raises_fails_the_request_closed(tmp_path, upstream):
+    from phigate.addons.failclosed import guard
+    from phigate.addons.gateway import pipeline
+
+    class Faulty(Explodes):
+        request = guard("faulty")(Explodes.request)
+
+    addons = pipeline()
+    addons.insert(5, Faulty())  # after guardrails, before approvals and the upstream stage
+    upstream.clear()
+    with RunningGateway(tmp_path, upstream=upstream.url, upstream_ca=str(upstream.tls.ca_cert),
+                        addons=addons, options={"admin_listen": ""}) as gw:
+        token = DevIssuer(gw.home.issuer_dir).mint("dr-alice", ["clinicians"])
+        response = httpx.post(f"{gw.reverse_url}/v1/chat/completions",
+                              headers={"authorization": f"Bearer {token}"},
+                              json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "gateway_stage_failed"
+        assert response.headers["x-should-retry"] == "false"
+        assert "Jane" not in response.text
+        assert upstream.received == []
+        record = record_for(gw, response.headers["x-phigate-request-id"])
+        assert record["error"] == {"stage": "faulty", "kind": "RuntimeError"}
+        assert "Jane" not in gw.home.audit_db.read_bytes().decode(errors="replace")
+
+
+def test_without_an_upstream_key_requests_get_503(tmp_path, upstream, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    upstream.clear()
+    with RunningGateway(tmp_path, upstream=upstream.url, upstream_ca=str(upstream.tls.ca_cert),
+                        upstream_key=None, options={"admin_listen": ""}) as gw:
+        token = DevIssuer(gw.home.issuer_dir).mint("dr-alice", ["clinicians"])
+        with pytest.raises(openai.APIStatusError) as raised:
+            openai.OpenAI(base_url=gw.reverse_url + "/v1", api_key=token,
+                          max_retries=0).models.list()
+        assert raised.value.status_code == 503
+        assert raised.value.body["code"] == "upstream_key_missing"
+        assert raised.value.response.headers["x-should-retry"] == "false"
+        assert upstream.received == []
