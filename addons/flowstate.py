@@ -26,6 +26,8 @@ class FlowState:
     body: Any = None  # the parsed JSON request body
     fields: list = field(default_factory=list)  # its text fields (phigate.wire)
     unsupported: Exception | None = None  # content the wire layer cannot examine
+    scope: Any = None  # the pseudonym vault scope (caller + conversation)
+    response_masker: Any = None  # masks/re-identifies this flow's response
     phi_summary: dict[str, int] = field(default_factory=dict)
     masked_excerpt: str = ""
 

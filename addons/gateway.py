@@ -13,6 +13,7 @@ from phigate.addons.admin import Admin
 from phigate.addons.approvals import Approvals
 from phigate.addons.guardrails import Guardrails
 from phigate.addons.identity import Identity
+from phigate.addons.masking import Masking
 from phigate.addons.policies import Policies
 from phigate.addons.recorder import Recorder
 from phigate.addons.scope import Scope
@@ -30,6 +31,7 @@ def pipeline() -> list:
         Scope(),
         identity,
         Guardrails(),
+        Masking(),
         approvals,
         Upstream(),
         Recorder(),

@@ -30,6 +30,7 @@ def found(detector: Detector, text: str, key: str | None = None) -> list[tuple[s
 
 
 POSITIVES = [
+    ("Moved to 42 Elm Street, Springfield 01105 last year.", "01105", "ZIP_CODE"),
     ("Seen by Dr. Alice Whitmore today", "Alice Whitmore", "PERSON"),
     ("pt Harold Finch denies chest pain", "Harold Finch", "PERSON"),
     ("Emergency contact: Garcia 555-201-3344", "Garcia", "PERSON"),

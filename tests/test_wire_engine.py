@@ -27,6 +27,7 @@ def test_chat_request_is_masked_everywhere():
         "birthDate": "<DATE_1>", "ssn": "<US_SSN_1>", "age": 54}}
     assert messages[0] is body["messages"][0]  # no PHI, not copied
     assert masked["metadata"] == {"ticket": "<PERSON_2>"}
+    assert masked["messages"][4]["name"] == "dr_jones"
     paths = {(a.path, a.entity) for a in actions}
     assert ("messages[3].content{json}.patient.birthDate", "DATE") in paths
     assert all("John" not in repr(a) for a in actions)
@@ -50,7 +51,8 @@ def test_response_reidentifies_scope_tokens_but_masks_new_phi():
             "name": "send", "arguments": '{"to": "<EMAIL_ADDRESS_1>"}'}}]}}]}
     restored, actions = masker.mask_response(CHAT, reply)
     message = restored["choices"][0]["message"]
-    assert message["content"] == "John Smith (123-45-6789) was referred by <PERSON_3>. <PERSON_9> unknown."
+    assert message["content"] == \
+        "John Smith (123-45-6789) was referred by <PERSON_3>. <PERSON_9> unknown."
     assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {
         "to": "jane.doe@example.com"}
     assert {(a.entity, a.operator) for a in actions} >= {("PERSON", "pseudonym"),
@@ -87,6 +89,13 @@ def test_a_lookalike_token_does_not_shield_phi():
     masked, _ = masker.mask_request(RESPONSES, body)
     # <PERSON_123456789> was never minted in this scope: the finding inside it applies.
     assert "123456789" not in masked["input"] and "John Smith" not in masked["input"]
+
+
+def test_a_masked_participant_name_stays_a_valid_name():
+    body = {"model": "m", "messages": [{"role": "user", "name": "Jane Doe", "content": "hi"}]}
+    masked, actions = make_masker().mask_request(CHAT, body)
+    assert masked["messages"][0]["name"] == "PERSON_1"
+    assert [(a.path, a.entity) for a in actions] == [("messages[0].name", "PERSON")]
 
 
 def test_phi_in_a_json_key_is_refused():

@@ -355,8 +355,8 @@ def test_nothing_passes_after_the_end_or_after_a_failure():
     with pytest.raises(UnsupportedContent):
         masker(b"data: {}\n\n")
     failed = StreamMasker(CHAT, make_masker())
-    failed(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "Jane"}}]}).encode()
-           + b"\n\n")
+    chunk = {"choices": [{"index": 0, "delta": {"content": "Jane"}}]}
+    failed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
     with pytest.raises(UnsupportedContent):
         failed(b"data: not json\n\n")
     with pytest.raises(UnsupportedContent):
@@ -390,3 +390,89 @@ def test_detection_runs_per_release_not_per_character():
     assert detector.calls < len(TEXT) / 3
     assert {a.entity for a in masker.actions} == {"PERSON", "MEDICAL_RECORD_NUMBER", "US_SSN",
                                                   "EMAIL_ADDRESS", "DATE"}
+
+
+def test_reasoning_summaries_and_texts_without_deltas_are_masked_and_consistent():
+    counter = itertools.count()
+
+    def event(kind, **fields):
+        payload = {"type": kind, "sequence_number": next(counter), **fields}
+        return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    summary = "Looking up John Smith by SSN 123-45-6789."
+    reasoning = {"id": "rs_1", "type": "reasoning", "summary": []}
+    part = {"type": "summary_text", "text": summary}
+    where = {"item_id": "rs_1", "output_index": 0, "summary_index": 0}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": TEXT, "annotations": []}]}
+    done_reasoning = {**reasoning, "summary": [part]}
+    upstream = b"".join([
+        event("response.output_item.added", output_index=0, item=reasoning),
+        event("response.reasoning_summary_part.added", **where, part={**part, "text": ""}),
+        *[event("response.reasoning_summary_text.delta", **where, delta=d)
+          for d in pieces(summary, 2)],
+        event("response.reasoning_summary_text.done", **where, text=summary),
+        event("response.reasoning_summary_part.done", **where, part=part),
+        event("response.output_item.done", output_index=0, item=done_reasoning),
+        # a message whose text arrives only in full copies, never as deltas
+        event("response.output_text.done", item_id="msg_1", output_index=1, content_index=0,
+              text=TEXT),
+        event("response.output_item.done", output_index=1, item=message),
+        event("response.completed", response={"id": "resp_1", "object": "response",
+                                              "output": [done_reasoning, message]}),
+    ])
+    out = run(StreamMasker(RESPONSES, make_masker()), upstream, 13)
+    assert leaked(out.decode()) == []
+    parser = SSEParser()
+    events = [json.loads(e.data) for e in parser.feed(out, final=True)]
+    summaries = ["".join(e["delta"] for e in events
+                         if e["type"] == "response.reasoning_summary_text.delta")]
+    summaries += [e["text"] for e in events if e["type"] == "response.reasoning_summary_text.done"]
+    summaries += [e["part"]["text"] for e in events
+                  if e["type"] == "response.reasoning_summary_part.done"]
+    completed = events[-1]["response"]["output"]
+    summaries.append(completed[0]["summary"][0]["text"])
+    assert summaries == ["Looking up <PERSON_1> by SSN <US_SSN_1>."] * 4
+    texts = [e["text"] for e in events if e["type"] == "response.output_text.done"]
+    texts.append(completed[1]["content"][0]["text"])
+    assert texts == [reference(TEXT)] * 2
+
+
+def test_chat_stream_with_interleaved_choices_keeps_them_apart():
+    first, second = "John Smith is here.", "SSN 123-45-6789 on file."
+    chunks = []
+    for a, b in itertools.zip_longest(first, second):
+        for index, char in ((0, a), (1, b)):
+            if char is not None:
+                chunks.append({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                               "model": "m", "choices": [{"index": index,
+                                                           "delta": {"content": char},
+                                                           "finish_reason": None}]})
+    chunks += [{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]} for i in (0, 1)]
+    upstream = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    out = run(StreamMasker(CHAT, make_masker()), upstream + b"data: [DONE]\n\n")
+    client = sdk_client(out)
+    with client.chat.completions.stream(model="m", messages=[], n=2) as stream:
+        choices = stream.get_final_completion().choices
+    assert [c.message.content for c in choices] == [
+        "<PERSON_1> is here.", "SSN <US_SSN_1> on file."]
+
+
+def test_held_text_follows_the_final_chunks_own_text():
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"content": "Call Jane"},
+                                    "finish_reason": None}]},
+              {**base, "choices": [{"index": 0, "delta": {"content": " Doe now, Dr. John"},
+                                    "finish_reason": None}]},
+              {**base, "choices": [{"index": 0, "delta": {"content": " Smith"},
+                                    "finish_reason": "stop"}]}]
+    upstream = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    out = run(StreamMasker(CHAT, make_masker()), upstream + b"data: [DONE]\n\n", 1000)
+    assert chat_final(out).content == "Call <PERSON_1> now, Dr. <PERSON_2>"
+    # and without a finish_reason, the end of the stream releases it
+    out = run(StreamMasker(CHAT, make_masker()), upstream.replace(b'"stop"', b"null"), 1000)
+    parser = SSEParser()
+    deltas = [json.loads(e.data)["choices"][0]["delta"].get("content", "")
+              for e in parser.feed(out, final=True)]
+    assert "".join(deltas) == "Call <PERSON_1> now, Dr. <PERSON_2>"

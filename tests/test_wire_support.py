@@ -29,7 +29,8 @@ PATTERNS = [
     ("EMAIL_ADDRESS", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), 1.0),
     ("DATE", re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), 0.6),
 ]
-KEYED = {"birthDate": "DATE", "dob": "DATE", "patientName": "PERSON", "mrn": "MEDICAL_RECORD_NUMBER"}
+KEYED = {"birthDate": "DATE", "dob": "DATE", "patientName": "PERSON",
+         "mrn": "MEDICAL_RECORD_NUMBER"}
 
 
 class RegexDetector:
@@ -61,9 +62,9 @@ def leaked(text: str) -> list[str]:
     return [value for value in PHI if value in text]
 
 
-def make_masker(rules: dict | None = None, *, default: str = "pseudonym", vault: Vault | None = None,
-                conversation: str = "c1", subject: str = "alice", scope: Scope | None = None,
-                detect=None) -> Masker:
+def make_masker(rules: dict | None = None, *, default: str = "pseudonym",
+                vault: Vault | None = None, conversation: str = "c1", subject: str = "alice",
+                scope: Scope | None = None, detect=None) -> Masker:
     vault = vault or Vault()
     operators = Operators(rules or {}, default=default, hash_key=b"k" * 32,
                           cipher=Cipher(b"e" * 64))

@@ -294,6 +294,9 @@ PACK: dict[str, list[Rule]] = {
         Rule("after-state", rf"\b(?:{_STATE_CODES})\.?,?\s+(?P<phi>\d{{5}}(?:-\d{{4}})?)(?![\d-])", STRONG, flags=0),
         Rule("in-context", r"(?<![A-Za-z])(?:zip|zip ?code|postal ?code|zipcode)[\s:#]*(?:is\s+)?"
                            r"(?P<phi>\d{3,5}(?:-\d{4})?)(?!\d)", 0.95),
+        # "42 Elm Street, Springfield 01105": the last line of a postal address without a state.
+        Rule("after-street-city", rf"\b{_STREET_SUFFIX}\b\.?,\s+[A-Z][a-z]+(?:[\s-][A-Z][a-z]+){{0,2}},?\s+"
+                                  r"(?P<phi>\d{5}(?:-\d{4})?)(?![\d-])", STRONG, flags=0),
     ],
     "STREET_ADDRESS": [
         Rule("street", rf"(?<![\w/.-])\d{{1,6}}[A-Z]?\s+(?:[NSEW]\.?\s+|(?:North|South|East|West)\s+)?"

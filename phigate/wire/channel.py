@@ -32,8 +32,14 @@ CONTEXT = 64  # released text shown to the detector again as left context
 JSON_LIMIT = 64 * 1024  # tool-call arguments held whole for structural masking
 
 _OPEN_TOKEN = re.compile(r"<[A-Za-z0-9_:-]*\Z")
-_ENTITY_WORD = r"(?:[^\s<]*[A-Z0-9@][^\s<]*|[-–/.,:()#+&']+)"
-_TAIL = re.compile(rf"(?:{_ENTITY_WORD}[ \t]+)*[^\s<]*\Z")
+# Possessive matching: a word is taken whole or not at all, so the search stays linear per
+# start position (nested free quantifiers here backtrack exponentially on "MRN SSN MRN ...").
+_ENTITY_WORD = r"(?:(?=[^\s<]*[A-Z0-9@])[^\s<]++|[-–/.,:()#+&']++)"
+_RUN = rf"(?:{_ENTITY_WORD}[ \t]++)*+[^\s<]*+\Z"
+# A held run starts where a word starts: after a space, or after "<" / ">" (a word glued to a
+# token or to markup may still be an entity: "<b>jane.doe@…").
+_TAIL = re.compile(rf"(?<![^\s<>]){_RUN}")
+_WHOLE_WINDOW = re.compile(_RUN)
 
 
 def hold_start(text: str) -> int:
@@ -41,7 +47,11 @@ def hold_start(text: str) -> int:
     # A run longer than the limit is released up to the limit anyway (never hold a whole
     # response); the detector's left context still sees an entity cut there.
     window_start = max(0, len(text) - HOLD_LIMIT)
-    start = _TAIL.search(text, window_start).start()
+    if window_start and _WHOLE_WINDOW.match(text, window_start):
+        start = window_start
+    else:
+        found = _TAIL.search(text, window_start)
+        start = found.start() if found else len(text)
     opened = text.rfind("<", max(0, len(text) - TOKEN_LIMIT))
     if opened != -1 and _OPEN_TOKEN.match(text, opened):
         start = min(start, opened)

@@ -72,18 +72,23 @@ class Masker:
 
     # --- tokens already in the text ----------------------------------------------------------
 
+    def _resolve(self, match: re.Match) -> str | None:
+        """The value behind a pseudonym or ciphertext token of this scope, else None."""
+        entity = match["entity"]
+        if match["number"] is not None and self.vault is not None:
+            return self.vault.resolve(entity, int(match["number"]))
+        if match["cipher"] is not None and self.operators.cipher is not None:
+            return self.operators.cipher.open(entity, match["cipher"], self._binding)
+        return None
+
     def _ours(self, match: re.Match) -> bool:
         """A token this gateway could have minted: pseudonyms and ciphertexts must resolve in
         this scope (a look-alike must not shield what it holds from detection)."""
-        entity = match["entity"]
-        if entity not in self._known:
+        if match["entity"] not in self._known:
             return False
-        if match["number"] is not None:
-            return self.vault is not None and self.vault.resolve(entity, int(match["number"])) is not None
-        if match["cipher"] is not None:
-            cipher = self.operators.cipher
-            return cipher is not None and cipher.open(entity, match["cipher"], self._binding) is not None
-        return True
+        if match["number"] is None and match["cipher"] is None:
+            return True  # placeholder or 8-hex hash: too short to hide a value in
+        return self._resolve(match) is not None
 
     def protected(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in TOKEN.finditer(text) if self._ours(m)] if "<" in text else []
@@ -96,12 +101,7 @@ class Masker:
 
         def value(match: re.Match) -> str:
             nonlocal count
-            entity = match["entity"]
-            found = None
-            if match["number"] is not None and self.vault is not None:
-                found = self.vault.resolve(entity, int(match["number"]))
-            elif match["cipher"] is not None and self.operators.cipher is not None:
-                found = self.operators.cipher.open(entity, match["cipher"], self._binding)
+            found = self._resolve(match)
             if found is None:
                 return match[0]
             count += 1
@@ -152,6 +152,9 @@ class Masker:
                 continue
             masked, done = self.mask_text(field.text, findings, path=render(field.path),
                                           reidentify=reidentify)
+            if field.kind == "name" and masked != field.text:
+                # Keep the token readable within the characters the upstream accepts.
+                masked = re.sub(r"[^A-Za-z0-9_-]", "", masked)[:64] or "masked"
             actions.extend(done)
             if masked != field.text:
                 replacements[field.path] = masked

@@ -38,7 +38,8 @@ KEY = _Marker("key")  # "the name of this object member" (last segment)
 
 Segment = str | int | _Marker
 Path = tuple[Segment, ...]
-FieldKind = Literal["text", "number", "key"]
+# "name": a chat participant name; OpenAI accepts only [A-Za-z0-9_-]{1,64} there.
+FieldKind = Literal["text", "number", "key", "name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,10 @@ def _chat_request(c: _Collector, body: dict) -> None:
             raise UnsupportedContent(render(path + ("audio",)), "audio")
         _chat_content(c, path + ("content",), message.get("content"))
         c.text(path + ("refusal",), message.get("refusal"))
-        c.text(path + ("name",), message.get("name"), "name")
+        if message.get("name") is not None:
+            if not isinstance(message["name"], str):
+                raise UnsupportedContent(render(path + ("name",)), "name")
+            c.fields.append(Field(path + ("name",), message["name"], "name", "name"))
         if "tool_calls" in message and message["tool_calls"] is not None:
             _chat_tool_calls(c, path + ("tool_calls",), message["tool_calls"])
         if message.get("function_call") is not None:
@@ -237,7 +241,8 @@ def _chat_request(c: _Collector, body: dict) -> None:
             c.text(path + ("function_call", "arguments"), function.get("arguments"))
     prediction = body.get("prediction")
     if prediction is not None:
-        _chat_content(c, ("prediction", "content"), _object(prediction, ("prediction",)).get("content"))
+        prediction = _object(prediction, ("prediction",))
+        _chat_content(c, ("prediction", "content"), prediction.get("content"))
     for name in ("metadata", "user", "safety_identifier", "prompt_cache_key", "stop"):
         c.free((name,), body.get(name), name)
     options = body.get("web_search_options")

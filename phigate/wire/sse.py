@@ -17,7 +17,7 @@ from typing import Any
 
 from phigate.wire.channel import TextChannel
 from phigate.wire.compression import StreamDecoder
-from phigate.wire.engine import Masker, json_escape
+from phigate.wire.engine import Masker
 from phigate.wire.fields import endpoint_kind
 from phigate.wire.operators import MaskAction
 from phigate.wire.types import UnsupportedContent
@@ -145,7 +145,6 @@ class StreamMasker:
         self._parser = SSEParser()
         self._channels: dict[tuple, TextChannel] = {}
         self._closed = False
-        self._oneshot_actions: list[MaskAction] = []
         self._template: dict[tuple, Event] = {}  # the last delta event of each channel
         self._chat_template: Event | None = None
 
@@ -173,8 +172,7 @@ class StreamMasker:
     def actions(self) -> list[MaskAction]:
         """Everything done so far, summed per (path, entity, operator)."""
         totals: dict[tuple[str, str, str], tuple[int, float]] = {}
-        every = [a for c in self._channels.values() for a in c.actions] + self._oneshot_actions
-        for action in every:
+        for action in (a for c in self._channels.values() for a in c.actions):
             key = (action.path, action.entity, action.operator)
             count, score = totals.get(key, (0, 0.0))
             totals[key] = (count + action.count, max(score, action.score))
@@ -190,25 +188,16 @@ class StreamMasker:
                 json_text=json_text)
         return channel
 
-    def _oneshot(self, text: str, path: str, json_text: bool = False) -> str:
-        """A full text that arrived without deltas (or without a channel): mask it whole."""
-        if not text:
-            return text
-        findings = self._masker.detect_one(text) if self._mask else []
-        masked, actions = self._masker.mask_text(
-            text, findings, path=path, reidentify=self._reidentify,
-            escape=json_escape if json_text else (lambda value: value))
-        self._oneshot_actions.extend(actions)
-        return masked
-
     def _full_text(self, key: tuple, text: Any, path: str, json_text: bool = False) -> str:
         """What a `.done`-style copy must say: what the client got through the deltas."""
         if not isinstance(text, str):
             raise UnsupportedContent(path, type(text).__name__)
         channel = self._channels.get(key)
-        if channel is None:
-            return self._oneshot(text, path, json_text)
-        if channel.finish():  # every caller flushes (and emits the rest) first
+        if channel is None:  # a full text that came without deltas: mask it whole
+            channel = self._channel(key, path, json_text)
+            channel.feed(text)
+            channel.finish()
+        elif channel.finish():  # every caller flushes (and emits the rest) first
             raise AssertionError("full copy before the channel was flushed")
         return channel.emitted
 
@@ -237,7 +226,6 @@ class StreamMasker:
         if "error" in chunk:
             return [event]
         self._chat_template = event
-        before: list[Event] = []
         for position, choice in enumerate(chunk.get("choices") or []):
             index = choice.get("index", position)
             path = f"choices[{index}].delta"
@@ -265,25 +253,20 @@ class StreamMasker:
                                         f"{path}.function_call.arguments", json_text=True)
                 function_call["arguments"] = channel.feed(function_call["arguments"])
             if choice.get("finish_reason") is not None:
-                # The last chunk of a choice carries what was still held back.
+                # The last chunk of a choice carries what was still held back, after its own.
                 for key in [k for k in self._channels if k[:2] == ("chat", index)]:
-                    rest = self._channels[key].finish()
-                    if rest:
-                        before.append(self._chat_flush_event(key, rest))
-        return [*before, event.with_json(chunk)]
+                    _append(delta, key, self._channels[key].finish())
+                choice["delta"] = delta
+        return [event.with_json(chunk)]
 
     def _chat_flush_event(self, key: tuple, rest: str) -> Event:
+        """A chunk for text still held when the stream ends without a finish_reason."""
         template = self._chat_template
         assert template is not None  # a channel exists only after a chunk was seen
         chunk = json.loads(template.data)
-        index = key[1]
-        if key[2] in ("content", "refusal"):
-            delta: dict[str, Any] = {key[2]: rest}
-        elif key[2] == "tool_calls":
-            delta = {"tool_calls": [{"index": key[3], "function": {"arguments": rest}}]}
-        else:
-            delta = {"function_call": {"arguments": rest}}
-        chunk["choices"] = [{"index": index, "delta": delta, "finish_reason": None}]
+        delta: dict[str, Any] = {}
+        _append(delta, key, rest)
+        chunk["choices"] = [{"index": key[1], "delta": delta, "finish_reason": None}]
         chunk.pop("usage", None)
         return template.with_json(chunk)
 
@@ -375,6 +358,25 @@ class StreamMasker:
             elif value is not None and not isinstance(value, str):
                 raise UnsupportedContent(f"response.{name}", type(value).__name__)
         return response
+
+
+def _append(delta: dict, key: tuple, rest: str) -> None:
+    """Add held-back text of a chat channel to a delta, after what the delta already says."""
+    if not rest:
+        return
+    if key[2] in ("content", "refusal"):
+        delta[key[2]] = (delta.get(key[2]) or "") + rest
+        return
+    if key[2] == "function_call":
+        call = delta.setdefault("function_call", {})
+    else:
+        calls = delta.setdefault("tool_calls", [])
+        call = next((c for c in calls if c.get("index", 0) == key[3]), None)
+        if call is None:
+            call = {"index": key[3]}
+            calls.append(call)
+        call = call.setdefault("function", {})
+    call["arguments"] = (call.get("arguments") or "") + rest
 
 
 _DELTAS = {
