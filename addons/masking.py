@@ -43,6 +43,7 @@ EXCERPT_CHARS = 280
 @functools.lru_cache(maxsize=4)
 def load_detector(config: str) -> Detector:
     """One detector per configuration per process (loading the NLP model takes seconds)."""
+    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # one line per recognizer
     return Detector.from_config(config or None)
 
 

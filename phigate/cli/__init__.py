@@ -5,6 +5,7 @@ import click
 from .approvals import approvals_group
 from .audit import audit_group
 from .ca import ca_group, doctor_command
+from .demo import demo_command
 from .policy import policy_group
 from .run import run_command, web_command
 from .token import init_command, token_group
@@ -24,6 +25,7 @@ main.add_command(approvals_group)
 main.add_command(audit_group)
 main.add_command(ca_group)
 main.add_command(doctor_command)
+main.add_command(demo_command)
 main.add_command(policy_group)
 main.add_command(run_command)
 main.add_command(web_command)

@@ -80,13 +80,26 @@ def gateway_options(fn):
 
 def _prepare(home: str | None, reverse: str, **kwargs) -> list[str]:
     state = Home.open(home)
-    from phigate.ca import ensure_ca
+    from phigate.ca import bundle, ensure_ca
     from phigate.identity import DevIssuer
 
     ensure_ca(state)
     DevIssuer(state.issuer_dir)
-    return mitmproxy_args(home=state, reverse=None if reverse == "off" else _address(reverse),
-                          **kwargs)
+    reverse = None if reverse == "off" else _address(reverse)
+    _print_usage(kwargs["listen"], reverse, bundle(state), home)
+    return mitmproxy_args(home=state, reverse=reverse, **kwargs)
+
+
+def _print_usage(listen: str, reverse: str | None, ca_bundle: Path, home: str | None) -> None:
+    home_flag = f" --home {home}" if home else ""
+    lines = [
+        "phigate: how applications use this gateway",
+        f"  token:   export OPENAI_API_KEY=$(phigate token mint{home_flag} --sub YOU --group clinicians)",
+        f"  forward: export HTTPS_PROXY=http://{listen} SSL_CERT_FILE={ca_bundle}",
+    ]
+    if reverse:
+        lines.append(f"  reverse: export OPENAI_BASE_URL=http://{reverse}/v1")
+    click.echo("\n".join(lines), err=True)
 
 
 @click.command("run")
