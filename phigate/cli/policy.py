@@ -80,7 +80,16 @@ def _phi_summary(pairs: tuple[str, ...]) -> dict[str, int]:
 
 
 @policy_group.command()
-@click.option("--groups", "groups", multiple=True, required=True, help="Caller group (repeatable).")
+@click.option("--groups", "groups", multiple=True, help="Caller group (repeatable).")
+@click.option("--token", envvar="PHIGATE_TOKEN",
+              help="A caller's token: verified like the gateway does, its groups used. "
+                   "[env: PHIGATE_TOKEN]")
+@click.option("--issuers", type=click.Path(exists=True, dir_okay=False),
+              help="Trusted issuers file (as the gateway's identity_issuers option).")
+@click.option("--home", envvar="PHIGATE_HOME", type=click.Path(file_okay=False),
+              help="Home folder holding the development issuer. [env: PHIGATE_HOME]")
+@click.option("--detect", "run_detector", is_flag=True,
+              help="Run the PHI detector on the request's text instead of --phi counts.")
 @click.option("--request", "request_file", type=click.File("rb"), required=True, help="JSON request body ('-' for stdin).")
 @click.option("--method", default="POST", show_default=True)
 @click.option("--path", "path", default=None,
@@ -89,9 +98,16 @@ def _phi_summary(pairs: tuple[str, ...]) -> dict[str, int]:
               help="PHI detection would find COUNT distinct values of TYPE (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
 @click.argument("directory", default=DEFAULT_DIRECTORY, type=click.Path(file_okay=False))
-def explain(groups: tuple[str, ...], request_file, method: str, path: str | None, phi: tuple[str, ...],
+def explain(groups: tuple[str, ...], token: str | None, issuers: str | None, home: str | None,
+            run_detector: bool, request_file, method: str, path: str | None, phi: tuple[str, ...],
             as_json: bool, directory: str) -> None:
-    """Which policy applies to a caller and which of its rules fire on a request (nothing is sent)."""
+    """Which policy applies to a caller and which of its rules fire on a request (nothing is sent).
+
+    Name the caller with --groups, or with --token (verified as the gateway would)."""
+    if token:
+        groups = tuple(_verified_groups(token, issuers, home))
+    if not groups:
+        raise click.UsageError("give --groups or --token")
     policies = _load(directory)
     raw = request_file.read()
     try:
@@ -100,13 +116,38 @@ def explain(groups: tuple[str, ...], request_file, method: str, path: str | None
         raise click.BadParameter("not valid JSON", param_hint="--request") from None
     if path is None:
         path = "/v1/chat/completions" if isinstance(body, dict) and "messages" in body else "/v1/responses"
+    texts = _texts(body)
     try:
-        view = build_view(method, path, body, len(raw), _texts(body))
+        view = build_view(method, path, body, len(raw), texts)
     except ViewError as exc:
         raise click.BadParameter(str(exc), param_hint="--request") from None
-    summary = _phi_summary(phi)
+    summary = _detected(texts) if run_detector else _phi_summary(phi)
     result = _explanation(policies, view, summary, groups)
     click.echo(json.dumps(result, indent=2) if as_json else _render(result))
+
+
+def _verified_groups(token: str, issuers: str | None, home: str | None) -> tuple[str, ...]:
+    from phigate.home import Home
+    from phigate.identity import DevIssuer, IdentityError, TokenVerifier, load_issuers
+
+    trusted = load_issuers(issuers) if issuers else []
+    trusted.append(DevIssuer(Home.open(home).issuer_dir).trusted_issuer())
+    try:
+        return TokenVerifier(trusted).verify(token).groups
+    except IdentityError as e:
+        raise click.ClickException(f"token refused: {e.code} ({e.message})") from None
+
+
+def _detected(texts: list[tuple[str, str]]) -> dict[str, int]:
+    """Distinct values per entity type, as the gateway's masking stage counts them."""
+    from phigate.detect import Detector, TextField
+
+    findings = Detector.from_config().analyze([TextField(text) for _, text in texts])
+    distinct: dict[str, set[str]] = {}
+    for (_, text), found in zip(texts, findings):
+        for f in found:
+            distinct.setdefault(f.entity_type, set()).add(text[f.start:f.end].casefold())
+    return {entity: len(values) for entity, values in sorted(distinct.items())}
 
 
 def _explanation(policies: PolicySet, view, summary: dict[str, int], groups: tuple[str, ...]) -> dict[str, Any]:
