@@ -266,3 +266,9 @@ def test_example_configuration_is_valid(detector):
     config["nlp_configuration"] = load_config(None)["nlp_configuration"]  # en_core_web_lg is not installed here
     custom = Detector(config)
     assert found(custom, "employee badge BX-123456") == [("BX-123456", "EMPLOYEE_BADGE")]
+
+
+def test_code_identifiers_under_name_are_not_presumed_people(detector):
+    assert found(detector, "get_patient_record", key="name") == []
+    assert found(detector, "agents.runner.step", key="name") == []
+    assert found(detector, "Margaret Whitfield", key="name") == [("Margaret Whitfield", "PERSON")]

@@ -48,6 +48,10 @@ KEY_ENTITY: dict[str, str] = {key: entity for entity, keys in _KEY_ENTITIES.item
 # (e.g. a FHIR narrative under "address") and goes through the full analysis instead.
 MAX_KEYED_VALUE = 200
 
+# "name" is also what tools, functions, spans and workflows are called (Agents SDK traces,
+# tool definitions): a snake_case or dotted code identifier there is analysed, not presumed PHI.
+_CODE_IDENTIFIER = re.compile(r"[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+")
+
 
 def normalize_key(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
@@ -70,6 +74,8 @@ def entity_for_key(key: str | None, text: str) -> str | None:
     entity = KEY_ENTITY.get(normalize_key(key))
     if entity == "PHONE_NUMBER" and "@" in text:  # FHIR telecom holds emails too
         return "EMAIL_ADDRESS"
+    if normalize_key(key) == "name" and _CODE_IDENTIFIER.fullmatch(text.strip()):
+        return None
     return entity
 
 
