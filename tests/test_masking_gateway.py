@@ -13,20 +13,11 @@ from agents import Agent, Runner, function_tool
 from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.models.openai_responses import OpenAIResponsesModel
 
+from phigate.cli.demo import PATIENT
+
 from .test_pipeline import MODEL, async_client, client, record_for
 
-PATIENT = {
-    "resourceType": "Patient",
-    "id": "pat-4452817",
-    "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.1", "value": "MRN-4452817"}],
-    "name": [{"family": "Whitfield", "given": ["Margaret", "Ann"]}],
-    "gender": "female",
-    "birthDate": "1948-03-17",
-    "telecom": [{"system": "phone", "value": "(617) 555-0142"}],
-    "address": [{"line": ["42 Elm Street"], "city": "Springfield", "state": "MA",
-                 "postalCode": "01105"}],
-}
-# Every PHI value above, as the tokens an auditor would grep for.
+# Every PHI value of the demo's synthetic patient, as the tokens an auditor would grep for.
 PHI = ["Whitfield", "Margaret", "1948-03-17", "555-0142", "Elm Street", "Springfield", "01105",
        "4452817"]
 
