@@ -55,29 +55,62 @@ def answer(flow: http.HTTPFlow, stage: str, refusal: Refusal) -> None:
     )
 
 
-def fail(flow: http.HTTPFlow, stage: str, exc: BaseException) -> None:
+def answer_headers(flow: http.HTTPFlow, stage: str, refusal: Refusal) -> None:
+    """In `responseheaders` the upstream body is still to come, and mitmproxy reads it into
+    whatever response object is set: so the status and headers become the error's, and the
+    body is replaced chunk by chunk as it streams in (upstream bytes are dropped)."""
+    record = record_of(flow)
+    context.refuse(record, stage, refusal.status, refusal.code)
+    record["local_response"] = True
+    body = error_body(refusal.status, refusal.code, refusal.message)
+    response = flow.response
+    response.status_code = refusal.status
+    response.reason = ""
+    response.headers.clear()
+    response.headers.update(error_headers(record["request_id"], retry=refusal.retry))
+    response.headers["content-length"] = str(len(body))
+    response.stream = ReplacedBody(body)
+
+
+class ReplacedBody:
+    """A `flow.response.stream` callable that sends `body` once and drops everything else."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __call__(self, chunk: bytes) -> bytes:
+        out, self.body = self.body, b""
+        return out
+
+
+def fail(flow: http.HTTPFlow, stage: str, exc: BaseException, hook: str = "request") -> None:
     record = record_of(flow)
     context.fail(record, stage, exc)
     # Class name and request id only: the message or traceback could quote request text.
     log.error("stage %s failed (%s), request %s refused", stage, type(exc).__name__,
               record["request_id"])
-    answer(flow, stage, Refusal(500, STAGE_FAILED,
-                                f"The gateway's {stage} stage failed; the request was not sent."))
+    refusal = Refusal(500, STAGE_FAILED, f"The gateway's {stage} stage failed; "
+                      + ("the request was not sent." if hook == "request"
+                         else "the answer was withheld."))
+    (answer_headers if hook == "responseheaders" else answer)(flow, stage, refusal)
 
 
 def guard(stage: str) -> Callable:
     """Decorate a hook `(self, flow)` so that it can only end in a decision, never fail open."""
 
     def wrap(hook: Callable) -> Callable:
+        name = hook.__name__
+        refuse = answer_headers if name == "responseheaders" else answer
+
         if inspect.iscoroutinefunction(hook):
             @functools.wraps(hook)
             async def run_async(self, flow: http.HTTPFlow) -> None:
                 try:
                     await hook(self, flow)
                 except Refusal as refusal:
-                    answer(flow, stage, refusal)
+                    refuse(flow, stage, refusal)
                 except Exception as exc:
-                    fail(flow, stage, exc)
+                    fail(flow, stage, exc, name)
             return run_async
 
         @functools.wraps(hook)
@@ -85,9 +118,9 @@ def guard(stage: str) -> Callable:
             try:
                 hook(self, flow)
             except Refusal as refusal:
-                answer(flow, stage, refusal)
+                refuse(flow, stage, refusal)
             except Exception as exc:
-                fail(flow, stage, exc)
+                fail(flow, stage, exc, name)
         return run
 
     return wrap

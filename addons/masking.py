@@ -38,6 +38,7 @@ from .settings import home
 log = logging.getLogger("phigate")
 STAGE = "masking"
 EXCERPT_CHARS = 280
+STREAMABLE = ("chat", "responses")  # the stream kinds phigate.wire.sse can mask
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,12 +95,16 @@ class Masking:
                           f"The gateway cannot examine this content ({kind}); it was not sent.")
         endpoint = record["endpoint"]
         try:
-            wire_fields.endpoint_kind(endpoint)
+            kind = wire_fields.endpoint_kind(endpoint)
         except UnsupportedContent:
             if state.body is not None:
                 raise Refusal(403, "content_not_examinable",
                               "The gateway cannot examine requests to this endpoint.") from None
             return  # e.g. GET /v1/models: nothing to mask either way
+        if state.view.stream and kind not in STREAMABLE:
+            raise Refusal(400, "stream_not_supported",
+                          "Streaming is not supported for this endpoint through the gateway; "
+                          "send the request with stream=false.")
         identity = state.identity
         state.scope = self.vault.scope_for(
             endpoint, state.body, issuer=identity.iss, subject=identity.sub,

@@ -179,3 +179,33 @@ def test_no_phi_value_anywhere_in_the_audit_database(gateway, mint):
     database = b"".join(p.read_bytes() for p in gateway.home.root.glob("audit.db*"))
     assert database, "no audit database"
     assert [v for v in PHI if v.encode() in database] == []
+
+
+def test_a_fault_setting_up_stream_masking_withholds_the_body(gateway, fresh_upstream, mint,
+                                                              monkeypatch):
+    """responseheaders runs before the upstream body arrives; a fault there must not let
+    mitmproxy pass that body on unmasked."""
+    import phigate.addons.masking as masking_addon
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("cannot mask Margaret Whitfield")
+
+    monkeypatch.setattr(masking_addon, "StreamMasker", Broken)
+    response = httpx.post(f"{gateway.reverse_url}/v1/chat/completions", headers={
+        "authorization": f"Bearer {mint('dr-headers', 'clinicians')}",
+        "x-localupstream-reply": "Call Margaret Whitfield at 617-555-0142."},
+        json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "gateway_stage_failed"
+    assert leaked(response.text) == []
+    record = record_for(gateway, response.headers["x-phigate-request-id"])
+    assert record["error"] == {"stage": "masking", "kind": "RuntimeError"}
+
+
+def test_streams_the_gateway_cannot_mask_are_refused_up_front(gateway, fresh_upstream, mint):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client(gateway, mint("dr-legacy", "clinicians"), "reverse").completions.create(
+            model=MODEL, prompt="hello", stream=True)
+    assert raised.value.body["code"] == "stream_not_supported"
+    assert fresh_upstream.received == []
