@@ -14,6 +14,8 @@ from phigate.home import Home
 OPENAI_HOST = "api.openai.com"
 SHIPPED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
+DEFAULT_BODY_SIZE_LIMIT = "32m"
+
 # mitmproxy options every deployment needs; `phigate run` sets them, as must any other launcher.
 REQUIRED_OPTIONS = {
     # Open no connection before the pipeline has decided on (and routed) the request.
@@ -68,6 +70,13 @@ class Settings:
                     f"upstream_ca: no such file {ctx.options.upstream_ca!r}")
             # mitmproxy's own option does the verification; ours is the documented name.
             ctx.options.update(ssl_verify_upstream_trusted_ca=ctx.options.upstream_ca)
+        if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
+            # A streamed request body is forwarded as it arrives, before any stage examined it.
+            raise exceptions.OptionsError(
+                "stream_large_bodies cannot be used with phigate: every body is examined whole")
+        if "body_size_limit" in updated and not ctx.options.body_size_limit:
+            # Bodies are buffered to be examined: bound them (bigger ones fail the flow).
+            ctx.options.update(body_size_limit=DEFAULT_BODY_SIZE_LIMIT)
         if "policies" in updated and not os.path.isdir(ctx.options.policies):
             raise exceptions.OptionsError(f"policies: no such folder {ctx.options.policies!r}")
 

@@ -60,3 +60,28 @@ def test_without_an_upstream_key_requests_get_503(tmp_path, upstream, monkeypatc
         assert raised.value.body["code"] == "upstream_key_missing"
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert upstream.received == []
+
+
+def test_streaming_request_bodies_cannot_be_enabled(tmp_path, upstream):
+    from mitmproxy.exceptions import OptionsError
+
+    with pytest.raises(OptionsError, match="stream_large_bodies"):
+        with RunningGateway(tmp_path, upstream=upstream.url,
+                            options={"stream_large_bodies": "1m", "admin_listen": ""}):
+            pass
+
+
+def test_bodies_are_bounded_by_default(tmp_path, upstream):
+    with RunningGateway(tmp_path, upstream=upstream.url, upstream_ca=str(upstream.tls.ca_cert),
+                        options={"admin_listen": ""}) as gw:
+        assert gw.master.options.body_size_limit == "32m"
+        token = DevIssuer(gw.home.issuer_dir).mint("dr-big", ["clinicians"])
+        upstream.clear()
+        with pytest.raises(httpx.HTTPError):
+            response = httpx.post(f"{gw.reverse_url}/v1/chat/completions",
+                                  headers={"authorization": f"Bearer {token}",
+                                           "content-type": "application/json"},
+                                  content=b'{"model": "gpt-4o-mini", "messages": [], "pad": "'
+                                  + b"x" * (33 * 1024 * 1024) + b'"}', timeout=30)
+            response.raise_for_status()
+        assert upstream.received == []
