@@ -1,0 +1,115 @@
+"""`phigate run` as a real process, the way the README uses it: tokens from `phigate token
+mint`, the openai SDK through both listeners, per-policy upstream keys from the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from phigate.addons.settings import SHIPPED_POLICIES
+
+PHIGATE = str(Path(sys.executable).parent / "phigate")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"phigate run exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError("phigate run did not start listening")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, upstream):
+    home = tmp_path_factory.mktemp("cli-home")
+    policies = tmp_path_factory.mktemp("cli-policies")
+    text = (SHIPPED_POLICIES / "default.yaml").read_text()
+    # Re-identifying clinicians bill to a separate OpenAI project key.
+    text = text.replace("    groups: [clinicians-reid]\n",
+                        "    groups: [clinicians-reid]\n    upstream_key: research\n")
+    assert "upstream_key: research" in text
+    (policies / "default.yaml").write_text(text)
+    key_file = home / "openai.key"
+    key_file.write_text("sk-gateway-default-key\n")
+    forward, reverse = free_port(), free_port()
+    env = dict(os.environ, PHIGATE_HOME=str(home),
+               PHIGATE_UPSTREAM_KEY_RESEARCH="sk-gateway-research-key")
+    env.pop("OPENAI_API_KEY", None)
+    process = subprocess.Popen(
+        [PHIGATE, "run", "--listen", f"127.0.0.1:{forward}", "--reverse", f"127.0.0.1:{reverse}",
+         "--policies", str(policies), "--upstream", upstream.url,
+         "--upstream-ca", str(upstream.tls.ca_cert), "--upstream-key-file", str(key_file),
+         "--set", "admin_listen="],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_listening(reverse, process)
+        yield {"home": home, "env": env, "forward": forward, "reverse": reverse,
+               "process": process}
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output[-3000:]
+    # What the gateway logged must not hold the keys or the callers' tokens.
+    assert "sk-gateway-" not in output
+    assert "eyJ" not in output
+
+
+def mint(running, group: str) -> str:
+    done = subprocess.run([PHIGATE, "token", "mint", "--sub", "dr-cli", "--group", group,
+                           "--ttl", "5m"], env=running["env"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_minted_tokens_work_against_phigate_run(running, upstream):
+    upstream.clear()
+    token = mint(running, "clinicians")
+    oa = openai.OpenAI(base_url=f"http://127.0.0.1:{running['reverse']}/v1", api_key=token,
+                       max_retries=0)
+    assert oa.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]).choices
+    (sent,) = upstream.received
+    assert sent.headers["authorization"] == "Bearer sk-gateway-default-key"
+
+
+def test_a_policy_selects_its_own_upstream_key(running, upstream):
+    upstream.clear()
+    token = mint(running, "clinicians-reid")
+    oa = openai.OpenAI(base_url=f"http://127.0.0.1:{running['reverse']}/v1", api_key=token,
+                       max_retries=0)
+    oa.chat.completions.create(model="gpt-4o-mini",
+                               messages=[{"role": "user", "content": "hello"}])
+    (sent,) = upstream.received
+    assert sent.headers["authorization"] == "Bearer sk-gateway-research-key"
+
+
+def test_the_ca_bundle_works_for_the_forward_proxy(running, upstream):
+    """SSL_CERT_FILE with the bundle `phigate run` wrote, HTTPS_PROXY, no code change."""
+    upstream.clear()
+    bundle = running["home"] / "ca" / "phigate-ca-bundle.pem"
+    assert bundle.exists()
+    script = ("import openai; print(openai.OpenAI(max_retries=0).models.list().data[0].id)")
+    env = dict(running["env"], HTTPS_PROXY=f"http://127.0.0.1:{running['forward']}",
+               SSL_CERT_FILE=str(bundle), OPENAI_API_KEY=mint(running, "clinicians"))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(upstream.received) == 1
