@@ -18,6 +18,7 @@ from phigate import context
 from phigate.errors import Refusal
 from phigate.identity import (
     DevIssuer,
+    Identity as Caller,
     IdentityError,
     TokenVerifier,
     extract_token,
@@ -31,6 +32,25 @@ from .settings import home
 
 STAGE = "identity"
 _JWT_SHAPED = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+REPLAY_OF = "phigate.replay_of"
+
+# Flows that `phigate replay` injected in this process, with the recorded caller each runs as.
+# Only in-process code can add to it: a flow read from a file, replayed from mitmweb or sent
+# with any header is never in it, so no client can borrow a recorded identity.
+_replays: weakref.WeakKeyDictionary[http.HTTPFlow, Caller] = weakref.WeakKeyDictionary()
+
+
+def authorize_replay(flow: http.HTTPFlow, caller: Caller, original_id: str) -> None:
+    """Let `flow` (about to be injected with `replay.client`) run once as the recorded caller."""
+    flow.metadata[REPLAY_OF] = original_id
+    _replays[flow] = caller
+
+
+def replay_caller(flow: http.HTTPFlow) -> Caller | None:
+    """The recorded caller of a flow `authorize_replay` marked (used up here); else None."""
+    if flow.is_replay != "request" or not flow.metadata.get(REPLAY_OF):
+        return None
+    return _replays.pop(flow, None)
 
 
 class Identity:
@@ -53,7 +73,7 @@ class Identity:
             "(tokens from `phigate token mint`). Turn off in production.",
         )
         loader.add_option(
-            "identity_refresh_interval", float, 30.0,
+            "identity_refresh_interval", int, 30,
             "Minimum seconds between JWKS refreshes per issuer (an unknown key id triggers one; "
             "the limit stops a flood of forged key ids from hammering the identity provider).",
         )
@@ -87,14 +107,12 @@ class Identity:
             return
         record = record_of(flow)
         drop_query_tokens(flow.request)
-        proxy_auth = (flow.request.headers.get("proxy-authorization")
-                      or self.tunnel_auth.get(flow.client_conn))
-        assert self.verifier is not None
-        try:
-            token, source = extract_token(flow.request.headers.get("authorization"), proxy_auth)
-            identity = await asyncio.to_thread(self.verifier.verify, token, source)
-        except IdentityError as e:
-            raise Refusal(e.status, e.code, e.message, retry=e.retry) from None
+        identity = replay_caller(flow)
+        if identity is not None:
+            record["replay_of"] = flow.metadata[REPLAY_OF]
+        else:
+            record.pop("replay_of", None)  # only this stage may mark a replay
+            identity = await self._verify(flow)
         record["identity"] = identity.to_record()
 
         policy = self.policies.current().select(identity.groups)
@@ -107,6 +125,16 @@ class Identity:
         record["policy"] = {"name": policy.name, "version": policy.version,
                             "upstream_key": policy.upstream_key}
         context.decide(record, STAGE, "allow", rule=policy.name)
+
+    async def _verify(self, flow: http.HTTPFlow) -> Caller:
+        proxy_auth = (flow.request.headers.get("proxy-authorization")
+                      or self.tunnel_auth.get(flow.client_conn))
+        assert self.verifier is not None
+        try:
+            token, source = extract_token(flow.request.headers.get("authorization"), proxy_auth)
+            return await asyncio.to_thread(self.verifier.verify, token, source)
+        except IdentityError as e:
+            raise Refusal(e.status, e.code, e.message, retry=e.retry) from None
 
 
 def drop_query_tokens(request: http.Request) -> None:

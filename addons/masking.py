@@ -62,7 +62,7 @@ class Masking:
             "with en_core_web_sm.",
         )
         loader.add_option(
-            "masking_timeout", float, 30.0,
+            "masking_timeout", int, 30,
             "Seconds the detector may take for one request before it is refused (fail closed).",
         )
 

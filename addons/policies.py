@@ -23,7 +23,7 @@ class Policies:
 
     def load(self, loader) -> None:
         loader.add_option(
-            "policy_reload_interval", float, 2.0,
+            "policy_reload_interval", int, 2,
             "Seconds between checks of the policy folder for edits (0 disables hot reload).",
         )
 

@@ -22,6 +22,7 @@ from phigate.errors import Refusal, error_body, error_headers
 
 from . import flowstate
 from .failclosed import guard, record_of, settled
+from .identity import REPLAY_OF
 from .settings import home
 
 log = logging.getLogger("phigate")
@@ -48,7 +49,8 @@ class Recorder:
             "record, slower).",
         )
         loader.add_option(
-            "audit_checkpoint_interval", float, 60.0,
+            # int, not float: mitmproxy's `--set` cannot parse float options.
+            "audit_checkpoint_interval", int, 60,
             "Seconds between signed checkpoints of the audit log (one is also written at shutdown).",
         )
         loader.add_option(
@@ -124,8 +126,12 @@ class Recorder:
     async def response(self, flow: http.HTTPFlow) -> None:
         if not flow.live or flow.is_replay == "response":
             return
-        if not await self._record(flow) and not flow.response.stream:
-            record = record_of(flow)
+        if await self._record(flow):
+            return
+        record = record_of(flow)
+        # Upstream content is withheld; the gateway's own refusals carry none and keep their
+        # status (a 503 audit_unavailable tells the caller to retry). A stream already left.
+        if not record.get("local_response") and not flow.response.stream:
             record["local_response"] = True
             flow.response = http.Response.make(
                 500,
@@ -140,10 +146,10 @@ class Recorder:
         if flow.metadata.get(RECORDED):  # e.g. the client left after its response was recorded
             return True
         flow.metadata[RECORDED] = True
-        record = outcome(flow)
-        bodies = bodies_of(flow, record) if ctx.options.audit_bodies else None
-        flowstate.release(flow)
-        try:
+        try:  # a hook that raises fails open (mitmproxy passes the response on): catch it all
+            record = outcome(flow)
+            bodies = bodies_of(flow, record) if ctx.options.audit_bodies else None
+            flowstate.release(flow)
             await asyncio.get_running_loop().run_in_executor(
                 self.writer, self.store.append, record, bodies)
         except Exception as exc:
@@ -161,6 +167,8 @@ def outcome(flow: http.HTTPFlow) -> dict:
     record["finished"] = time.time()
     if flow.is_replay:
         record["replay"] = True
+        if flow.metadata.get(REPLAY_OF):  # a `phigate replay` copy, not a primary record
+            record["replay_of"] = flow.metadata[REPLAY_OF]
     if flow.response is not None:
         record["status"] = flow.response.status_code
         if not record.get("local_response"):

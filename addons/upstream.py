@@ -2,16 +2,20 @@
 
 Runs last among the request stages, so a request refused earlier never has a key attached.
 Caller-supplied OpenAI account headers are dropped too: the gateway, not the application,
-decides which OpenAI organisation and project the traffic bills to.
+decides which OpenAI organisation and project the traffic bills to. Requests that
+`phigate replay` injected are answered here, after every other request stage ran, and never leave.
 """
 
 from __future__ import annotations
+
+import json
 
 from mitmproxy import ctx, http
 
 from phigate import context
 from phigate.upstream_keys import DEFAULT, UpstreamKeys
 
+from . import flowstate
 from .failclosed import guard, record_of, settled
 from .settings import home, upstream_parts
 
@@ -42,6 +46,9 @@ class Upstream:
             return
         record = record_of(flow)
         key_name = (record.get("policy") or {}).get("upstream_key") or DEFAULT
+        if flow.is_replay == "request" and record.get("replay_of"):
+            answer_replay(flow, record, key_name)
+            return
         assert self.keys is not None
         key = self.keys.get(key_name)
 
@@ -64,6 +71,19 @@ class Upstream:
 
     def error(self, flow: http.HTTPFlow) -> None:
         redact_key(flow)
+
+
+def answer_replay(flow: http.HTTPFlow, record: dict, key_name: str) -> None:
+    """`phigate replay` re-runs the request stages only: what would have gone upstream is kept
+    for the audit record, and the gateway answers itself (the identity stage marked the flow,
+    which only an in-process replay can make it do)."""
+    context.decide(record, STAGE, "allow", rule=key_name)
+    if flow.request.raw_content:
+        flowstate.of(flow).bodies["upstream_request"] = flow.request.raw_content
+    record["local_response"] = True
+    body = {"object": "phigate.replay", "replay_of": record["replay_of"]}
+    flow.response = http.Response.make(200, json.dumps(body).encode(), {
+        "content-type": "application/json", "x-phigate-request-id": record["request_id"]})
 
 
 def redact_key(flow: http.HTTPFlow) -> None:

@@ -113,3 +113,21 @@ def test_the_ca_bundle_works_for_the_forward_proxy(running, upstream):
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(upstream.received) == 1
+
+
+def test_a_bad_option_stops_phigate_run_before_it_listens(tmp_path):
+    """mitmproxy keeps serving when a script fails to load; phigate must not."""
+    port = free_port()
+    process = subprocess.Popen(
+        [PHIGATE, "run", "--home", str(tmp_path), "--listen", f"127.0.0.1:{port}",
+         "--reverse", "off", "--set", "admin_listen=", "--set", "masking_timeout=soon"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listened = False
+    while process.poll() is None:
+        with socket.socket() as s:
+            listened |= s.connect_ex(("127.0.0.1", port)) == 0
+        time.sleep(0.05)
+    _, stderr = process.communicate()
+    assert process.returncode == 1
+    assert "masking_timeout" in stderr
+    assert not listened

@@ -41,7 +41,7 @@ def gw(tmp_path_factory, upstream, idp, idp_never_reached):
         f"  - issuer: {idp_never_reached.issuer}\n    audience: phigate\n")
     with RunningGateway(home, upstream=upstream.url, upstream_ca=str(upstream.tls.ca_cert),
                         options={"identity_issuers": str(issuers), "identity_dev_issuer": False,
-                                 "identity_refresh_interval": 0.5, "admin_listen": ""}) as running:
+                                 "identity_refresh_interval": 1, "admin_listen": ""}) as running:
         yield running
 
 
@@ -126,7 +126,7 @@ def test_key_rotation_is_picked_up_and_removed_keys_stop_working(gw, upstream, i
     old = idp.mint(sub="rotating", groups=["clinicians"])
     assert call(gw, f"Bearer {old}").status_code == 200
     idp.rotate(keep_old=False)
-    time.sleep(0.6)  # past the refresh rate limit
+    time.sleep(1.1)  # past the refresh rate limit
     new = idp.mint(sub="rotating", groups=["clinicians"])
     assert call(gw, f"Bearer {new}").status_code == 200  # unknown kid → refresh → found
     # A token signed with the retired key is refused once the refresh dropped that key.

@@ -7,7 +7,9 @@ from .audit import audit_group
 from .ca import ca_group, doctor_command
 from .demo import demo_command
 from .policy import policy_group
+from .flows import flows_group, replay_command
 from .run import run_command, web_command
+from .sso import sso_group
 from .token import init_command, token_group
 
 
@@ -26,6 +28,9 @@ main.add_command(audit_group)
 main.add_command(ca_group)
 main.add_command(doctor_command)
 main.add_command(demo_command)
+main.add_command(flows_group)
+main.add_command(replay_command)
+main.add_command(sso_group)
 main.add_command(policy_group)
 main.add_command(run_command)
 main.add_command(web_command)

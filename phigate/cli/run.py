@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from phigate.home import Home
 
-import phigate.addons
-
-# The same file mitmdump/mitmweb load with `-s` from a checkout.
-GATEWAY_SCRIPT = Path(phigate.addons.__file__).resolve().parent / "gateway.py"
 OPENAI = "https://api.openai.com"
 
 
@@ -25,11 +22,10 @@ def _address(value: str) -> str:
 def mitmproxy_args(*, listen: str, reverse: str | None, home: Home, policies: str | None,
                    upstream: str | None, upstream_ca: str | None,
                    upstream_key_file: str | None, extra_sets: tuple[str, ...]) -> list[str]:
-    """The mitmdump/mitmweb command line that runs the phigate pipeline."""
+    """The mitmdump/mitmweb command line (options only: the pipeline is added directly)."""
     args = ["--mode", f"regular@{listen}"]
     if reverse:
         args += ["--mode", f"reverse:{OPENAI}@{reverse}"]
-    args += ["-s", str(GATEWAY_SCRIPT)]
     sets = {
         "confdir": str(home.ca_dir),
         # No connection is opened before the pipeline has decided (and routed) a request.
@@ -102,13 +98,68 @@ def _print_usage(listen: str, reverse: str | None, ca_bundle: Path, home: str | 
     click.echo("\n".join(lines), err=True)
 
 
+def serve(arguments: list[str], *, web: bool = False) -> int:
+    """Run mitmdump or mitmweb with the pipeline added as addons, not loaded as a script.
+
+    mitmproxy keeps listening when a script fails to load, and would then forward traffic with
+    no stage in the way. Here every addon is registered and every option (command line and
+    config.yaml) is validated by the addons' `configure` before a single listener opens; any
+    problem exits with status 1 instead.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from mitmproxy import exceptions, hooks, optmanager, options
+    from mitmproxy.tools import cmdline
+    from mitmproxy.tools.main import process_options
+
+    from phigate.addons.gateway import pipeline
+
+    async def main() -> int:
+        # As mitmproxy's own entry points: the terminal log filters by its own verbosity option.
+        logging.getLogger().setLevel(logging.DEBUG)
+        for noisy in ("tornado", "asyncio", "hpack", "quic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        opts = options.Options()
+        if web:
+            from mitmproxy.tools.web.master import WebMaster
+
+            master, parser = WebMaster(opts), cmdline.mitmweb(opts)
+        else:
+            from mitmproxy.tools.dump import DumpMaster
+
+            master, parser = DumpMaster(opts), cmdline.mitmdump(opts)
+        addons = pipeline()
+        master.addons.add(*addons)
+        parsed = parser.parse_args(arguments)
+        try:
+            opts.set(*parsed.setoptions, defer=True)
+            if opts.deferred:
+                raise exceptions.OptionsError(f"unknown options: {', '.join(opts.deferred)}")
+            optmanager.load_paths(opts, os.path.join(opts.confdir, "config.yaml"),
+                                  os.path.join(opts.confdir, "config.yml"))
+            process_options(parser, opts, parsed)
+            for addon in addons:
+                master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(opts.keys())))
+        except (exceptions.OptionsError, exceptions.AddonManagerError) as e:
+            click.echo(f"phigate: {e}", err=True)
+            return 1
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, master.shutdown)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        await master.run()
+        return 0
+
+    return asyncio.run(main())
+
+
 @click.command("run")
 @gateway_options
 def run_command(home, reverse, **kwargs) -> None:
     """Run the gateway (mitmdump with the phigate pipeline)."""
-    from mitmproxy.tools.main import mitmdump
-
-    mitmdump(_prepare(home, reverse, **kwargs))
+    raise SystemExit(serve(_prepare(home, reverse, **kwargs)))
 
 
 @click.command("web")
@@ -117,9 +168,7 @@ def run_command(home, reverse, **kwargs) -> None:
               help="mitmweb's interface for live inspection.")
 def web_command(home, reverse, web_address, **kwargs) -> None:
     """Run the gateway inside mitmweb, for live inspection of flows."""
-    from mitmproxy.tools.main import mitmweb
-
     host, _, port = _address(web_address).rpartition(":")
     args = _prepare(home, reverse, **kwargs)
-    mitmweb(args + ["--set", f"web_host={host}", "--set", f"web_port={port}",
-                    "--set", "web_open_browser=false"])
+    raise SystemExit(serve(args + ["--set", f"web_host={host}", "--set", f"web_port={port}",
+                                   "--set", "web_open_browser=false"], web=True))

@@ -1,0 +1,1 @@
+"""Operations: metrics, structured logs and health checks (no mitmproxy import)."""

@@ -1,0 +1,1 @@
+"""Helpers of scripts/bench.py: processes, workloads, stock Presidio, the report."""
