@@ -101,6 +101,10 @@ class Approvals:
                                         list(state.identity.groups)))
         if rule is None:
             return
+        if flow.is_replay == "request" and record.get("replay_of"):
+            # `phigate replay` never goes upstream: note the hold it would need, ask no one.
+            context.decide(record, STAGE, "hold", rule=rule.name, detail="replay: not requested")
+            return
         assert self.store is not None
         approval = await asyncio.to_thread(
             self.store.create,

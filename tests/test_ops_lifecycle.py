@@ -44,7 +44,7 @@ class Gateway:
         key_file.write_text("sk-phigate-test-gateway-key")
         self.reverse = f"127.0.0.1:{free_port()}"
         self.admin = f"http://127.0.0.1:{free_port()}"
-        self.log = (home / "gateway.log").open("w+")
+        self.log = (home / "gateway.log").open("w")
         options = {"admin_listen": self.admin[7:], "policy_reload_interval": "0",
                    **(sets or {})}
         command = [*prefix, str(PHIGATE), "run", "--home", str(home),
@@ -78,8 +78,7 @@ class Gateway:
                                "messages": [{"role": "user", "content": content}], **extra})
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        return Path(self.log.name).read_text()
 
     def stop(self) -> None:
         if self.process.poll() is None:
