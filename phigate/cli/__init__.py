@@ -1,37 +1,48 @@
-"""The `phigate` command: run the gateway, mint development tokens, and audit what it did."""
+"""The `phigate` command: run the gateway, mint development tokens, and audit what it did.
+
+Subcommands are imported when used, so `phigate approvals approve …` or `phigate audit verify`
+start in a fraction of a second instead of loading mitmproxy and the NLP stack.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 import click
 
-from .approvals import approvals_group
-from .audit import audit_group
-from .ca import ca_group, doctor_command
-from .demo import demo_command
-from .policy import policy_group
-from .flows import flows_group, replay_command
-from .run import run_command, web_command
-from .sso import sso_group
-from .token import init_command, token_group
+# command name -> "module:attribute" under phigate.cli
+COMMANDS = {
+    "approvals": "approvals:approvals_group",
+    "audit": "audit:audit_group",
+    "ca": "ca:ca_group",
+    "demo": "demo:demo_command",
+    "doctor": "ca:doctor_command",
+    "flows": "flows:flows_group",
+    "init": "token:init_command",
+    "policy": "policy:policy_group",
+    "replay": "flows:replay_command",
+    "run": "run:run_command",
+    "sso": "sso:sso_group",
+    "token": "token:token_group",
+    "web": "run:web_command",
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(f"phigate.cli.{module}"), attribute)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="phigate")
 def main() -> None:
     """phigate: a HIPAA compliance gateway for OpenAI traffic.
 
     Run `phigate COMMAND --help` for any command's options.
     """
-
-
-main.add_command(init_command)
-main.add_command(approvals_group)
-main.add_command(audit_group)
-main.add_command(ca_group)
-main.add_command(doctor_command)
-main.add_command(demo_command)
-main.add_command(flows_group)
-main.add_command(replay_command)
-main.add_command(sso_group)
-main.add_command(policy_group)
-main.add_command(run_command)
-main.add_command(web_command)
-main.add_command(token_group)
