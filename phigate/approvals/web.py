@@ -142,11 +142,18 @@ def make_admin_app(
     return app
 
 
+SESSION_IDENTITY = "phigate.identity"
+
+
 def _asset(name: str) -> bytes:
     return resources.files("phigate.approvals").joinpath("static", name).read_bytes()
 
 
 def _authenticate(environ: Environ, verify_token: VerifyToken) -> dict[str, Any]:
+    if "HTTP_AUTHORIZATION" not in environ and environ.get(SESSION_IDENTITY) is not None:
+        # Signed in through SSO (phigate.sso's middleware sets this only from a valid session
+        # cookie; a client cannot set a WSGI environ key directly).
+        return person(environ[SESSION_IDENTITY])
     scheme, _, token = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _HttpError(401, "token_missing", "send the approver's token as Authorization: Bearer")

@@ -6,14 +6,20 @@ const TOKEN_KEY = "phigate.approverToken";
 const $ = (id) => document.getElementById(id);
 let countdowns = [];
 
+let csrf = null; // set when the page sits behind phigate's single sign-on
+
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
 async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token()) headers.Authorization = "Bearer " + token();
+  else if (csrf && options.method && options.method !== "GET") headers[csrf.header] = csrf.csrf_token;
   const response = await fetch(path, {
     ...options,
-    headers: { ...(options.headers || {}), Authorization: "Bearer " + token() },
+    headers,
     cache: "no-store",
-    credentials: "omit",
+    // The SSO session cookie (HttpOnly, SameSite=Strict) is only ever sent to this origin.
+    credentials: "same-origin",
   });
   let body = null;
   try { body = await response.json(); } catch (_) { /* not JSON: reported below */ }
@@ -166,5 +172,15 @@ document.addEventListener("DOMContentLoaded", () => {
   $("state-filter").addEventListener("change", () => refresh().catch(fail));
   window.addEventListener("hashchange", () => refresh().catch(fail));
   setInterval(tick, 1000);
-  if (token()) start();
+  if (token()) { start(); return; }
+  // Behind single sign-on the CSRF endpoint answers; a session may already be there.
+  fetch("/api/csrf", { credentials: "same-origin", cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((body) => {
+      if (!body) return;
+      csrf = body;
+      $("sso").hidden = false;
+      return api("/api/me").then(start, () => {});
+    })
+    .catch(() => {});
 });
