@@ -14,6 +14,7 @@ from phigate.addons.approvals import Approvals
 from phigate.addons.guardrails import Guardrails
 from phigate.addons.identity import Identity
 from phigate.addons.masking import Masking
+from phigate.addons.observability import Observability, StageClock
 from phigate.addons.policies import Policies
 from phigate.addons.recorder import Recorder
 from phigate.addons.scope import Scope
@@ -25,16 +26,19 @@ def pipeline() -> list:
     policies = Policies()
     identity = Identity(policies)
     approvals = Approvals()
+    clock = StageClock()  # marks between stages time each one (phigate_stage_duration_seconds)
     return [
         Settings(),
         policies,
         Scope(),
-        identity,
-        Guardrails(),
-        Masking(),
-        approvals,
+        identity, clock.after("identity"),
+        Guardrails(), clock.after("guardrails"),
+        Masking(), clock.after("masking"),
+        approvals, clock.after("approvals"),
         Upstream(),
+        clock.before_recording(),
         Recorder(),
+        Observability(clock),  # after the recorder: it sees the final status
         Admin(identity, approvals),
     ]
 

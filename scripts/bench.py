@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_detect  # noqa: E402
 from bench import report, workloads  # noqa: E402
-from bench.drive import Target, client_for, drive, percentile, summary  # noqa: E402
+from bench.drive import Target, client_for, drive, merge, percentile, summary  # noqa: E402
 from bench.procs import (  # noqa: E402
     BENCH_RATE_PER_MINUTE, mint, start_bare_mitmdump, start_phigate, start_upstream)
 from bench.stock import StockPresidio, timed  # noqa: E402
@@ -40,6 +40,7 @@ from phigate.detect import Detector, TextField  # noqa: E402
 M = workloads.MODEL
 REPEATED = "small chat, no PHI, same text each request"
 NEW_TEXT = "small chat, no PHI, new text each request"
+ROUNDS = 4
 NOTE_REPLY = "Noted; continue the current plan."
 
 
@@ -131,14 +132,22 @@ class Bench:
 
     async def compare(self, workload: str, send, count: int, concurrency: int, start: int = 0,
                       streaming: bool = False, **extra) -> dict:
-        """The same requests to each target in turn (bare first); one row with both.
+        """The same requests to each target, alternating in up to ROUNDS rounds (bare first in
+        each) so that load from other processes on the machine falls on both alike.
         `streaming`: the baseline is the bare mitmdump that streams bodies through."""
         row = {"workload": workload, "concurrency": concurrency, **extra}
         targets = [self.streaming_bare, self.targets[1]] if streaming else self.targets
-        for target in targets:
-            batch = await drive(target, send, count, concurrency, self.sizes.time_limit, start)
-            row[target.name] = summary(batch)
+        batches: dict[str, list] = {target.name: [] for target in targets}
+        rounds = max(1, min(ROUNDS, count // max(concurrency, 1)))
+        for round_ in range(rounds):
+            begin = start + count * round_ // rounds
+            size = start + count * (round_ + 1) // rounds - begin
+            for target in targets:
+                batches[target.name].append(await drive(
+                    target, send, size, concurrency, self.sizes.time_limit / rounds, begin))
             await self.clear_upstream()
+        for name, parts in batches.items():
+            row[name] = summary(merge(parts))
         self.rows.append(row)
         print(report.progress(row), file=sys.stderr, flush=True)
         return row

@@ -29,7 +29,8 @@ def test_a_stage_that_raises_fails_the_request_closed(tmp_path, upstream):
         request = guard("faulty")(Explodes.request)
 
     addons = pipeline()
-    addons.insert(5, Faulty())  # after guardrails, before approvals and the upstream stage
+    # Just before the upstream stage: a fault there must still keep the request from leaving.
+    addons.insert(next(i for i, a in enumerate(addons) if type(a).__name__ == "Upstream"), Faulty())
     upstream.clear()
     with RunningGateway(tmp_path, upstream=upstream.url, upstream_ca=str(upstream.tls.ca_cert),
                         addons=addons, options={"admin_listen": ""}) as gw:

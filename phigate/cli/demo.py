@@ -66,7 +66,7 @@ def demo_command(home: str | None) -> None:
         tls = make_test_tls(root / "demo-upstream-tls")
         with LocalUpstream(tls=tls) as upstream, RunningGateway(
                 root / "home", upstream=upstream.url, upstream_ca=str(tls.ca_cert),
-                options={"admin_listen": ""}) as gateway:
+                options={"admin_listen": "", "log_json": False}) as gateway:
             issuer = DevIssuer(gateway.home.issuer_dir)
             click.secho(f"gateway: reverse listener {gateway.reverse_url}, forward proxy "
                         f"{gateway.forward_url}; OpenAI stand-in {upstream.url}", dim=True)

@@ -203,6 +203,7 @@ async def run_replays(home: Home, db_path: Path, policies: str | None,
     opts.update(**{k: v for k, v in dict(
         REQUIRED_OPTIONS, server=False, phigate_home=str(home.root), audit_db=str(db_path),
         policies=policies or str(SHIPPED_POLICIES), admin_listen="", policy_reload_interval=0,
+        log_json=False,  # an audit tool, not a running gateway: no operational log lines
     ).items() if k in opts})
     for addon in addons:  # as mitmproxy's script loader does: every option seen once
         master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(opts.keys())))

@@ -79,6 +79,18 @@ async def drive(target: Target, send: Send, count: int, concurrency: int, time_l
     return batch
 
 
+def merge(batches: list[Batch]) -> Batch:
+    """Several batches of one target as one (memory: the last reading)."""
+    merged = Batch(memory=batches[-1].memory)
+    for batch in batches:
+        merged.latencies += batch.latencies
+        merged.first_text += batch.first_text
+        merged.errors += batch.errors
+        merged.wall += batch.wall
+        merged.cpu += batch.cpu
+    return merged
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100); NaN for no values."""
     if not values:

@@ -173,14 +173,13 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", () => refresh().catch(fail));
   setInterval(tick, 1000);
   if (token()) { start(); return; }
-  // Behind single sign-on the CSRF endpoint answers; a session may already be there.
+  // Behind single sign-on, /api/csrf answers 200 (signed in) or 401 (not yet); without it, 404.
   fetch("/api/csrf", { credentials: "same-origin", cache: "no-store" })
-    .then((r) => (r.ok ? r.json() : null))
-    .then((body) => {
-      if (!body) return;
-      csrf = body;
-      $("sso").hidden = false;
-      return api("/api/me").then(start, () => {});
+    .then(async (r) => {
+      if (r.status === 401) $("sso").hidden = false;
+      if (!r.ok) return;
+      csrf = await r.json();
+      await start();
     })
     .catch(() => {});
 });
