@@ -57,6 +57,7 @@ class Identity:
     def __init__(self, policies: Policies) -> None:
         self.policies = policies
         self.verifier: TokenVerifier | None = None
+        self.saml = None  # a phigate.sso SamlServiceProvider when SAML callers are enabled
         # Proxy-Authorization arrives once, on the CONNECT; later requests in the tunnel need it.
         self.tunnel_auth: weakref.WeakKeyDictionary[connection.Client, str] = (
             weakref.WeakKeyDictionary())
@@ -77,8 +78,26 @@ class Identity:
             "Minimum seconds between JWKS refreshes per issuer (an unknown key id triggers one; "
             "the limit stops a flood of forged key ids from hammering the identity provider).",
         )
+        loader.add_option(
+            "identity_saml_idp_metadata", str, "",
+            "SAML IdP metadata XML: service callers may then present a signed assertion as "
+            "`Authorization: SAML <base64>` (same group mapping and audit fields). Empty: off.",
+        )
+        loader.add_option(
+            "identity_saml_audience", str, "",
+            "The SP entity ID such assertions must name as their Audience.",
+        )
+        loader.add_option(
+            "identity_saml_recipient", str, "",
+            "The Recipient such assertions must name. Empty: the audience.",
+        )
+        loader.add_option(
+            "identity_saml_groups_attribute", str, "groups",
+            "SAML attribute holding the caller's groups.",
+        )
 
     def configure(self, updated: set[str]) -> None:
+        self._configure_saml(updated)
         if not updated & {"identity_issuers", "identity_dev_issuer", "phigate_home",
                           "identity_refresh_interval"}:
             return
@@ -95,6 +114,29 @@ class Identity:
                 "no token issuer is trusted: set identity_issuers or identity_dev_issuer")
         self.verifier = TokenVerifier(
             issuers, refresh_interval=ctx.options.identity_refresh_interval)
+
+    def _configure_saml(self, updated: set[str]) -> None:
+        """Signed SAML assertions for service callers that have no OIDC for workloads."""
+        names = {"identity_saml_idp_metadata", "identity_saml_audience",
+                 "identity_saml_recipient", "identity_saml_groups_attribute"}
+        if not updated & names:
+            return
+        metadata = ctx.options.identity_saml_idp_metadata
+        if not metadata:
+            self.saml = None
+            return
+        audience = ctx.options.identity_saml_audience
+        if not audience:
+            raise exceptions.OptionsError("identity_saml_idp_metadata needs identity_saml_audience")
+        from phigate.sso import MetadataError, SamlConfig, SamlServiceProvider, load_idp_metadata
+
+        try:
+            idp = load_idp_metadata(metadata)
+        except MetadataError as e:
+            raise exceptions.OptionsError(f"identity_saml_idp_metadata: {e}") from None
+        self.saml = SamlServiceProvider(SamlConfig(
+            entity_id=audience, acs_url=ctx.options.identity_saml_recipient or audience, idp=idp,
+            groups_attribute=ctx.options.identity_saml_groups_attribute))
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         value = flow.request.headers.get("proxy-authorization")
@@ -129,9 +171,12 @@ class Identity:
     async def _verify(self, flow: http.HTTPFlow) -> Caller:
         proxy_auth = (flow.request.headers.get("proxy-authorization")
                       or self.tunnel_auth.get(flow.client_conn))
+        authorization = flow.request.headers.get("authorization")
         assert self.verifier is not None
         try:
-            token, source = extract_token(flow.request.headers.get("authorization"), proxy_auth)
+            if self.saml is not None and (authorization or "")[:5].lower() == "saml ":
+                return await asyncio.to_thread(self.saml.verify_assertion_header, authorization)
+            token, source = extract_token(authorization, proxy_auth)
             return await asyncio.to_thread(self.verifier.verify, token, source)
         except IdentityError as e:
             raise Refusal(e.status, e.code, e.message, retry=e.retry) from None
