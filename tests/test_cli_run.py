@@ -131,3 +131,20 @@ def test_a_bad_option_stops_phigate_run_before_it_listens(tmp_path):
     assert process.returncode == 1
     assert "masking_timeout" in stderr
     assert not listened
+
+
+def test_curl_trusts_the_gateway_with_the_bundle(running, upstream):
+    upstream.clear()
+    bundle = running["home"] / "ca" / "phigate-ca-bundle.pem"
+    done = subprocess.run(
+        ["curl", "-sS", "--fail", "-x", f"http://127.0.0.1:{running['forward']}",
+         "--cacert", str(bundle), "https://api.openai.com/v1/models",
+         "-H", f"authorization: Bearer {mint(running, 'clinicians')}"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert '"object"' in done.stdout
+    # Another name signed by nobody curl trusts: CONNECT is refused outright.
+    other = subprocess.run(["curl", "-sS", "-x", f"http://127.0.0.1:{running['forward']}",
+                            "--cacert", str(bundle), "https://example.com/"],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode != 0 and "403" in other.stderr
