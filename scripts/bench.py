@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +65,7 @@ FULL = Sizes((1, 4, 16), 400, 120, 100, 4, 20, 40, (1000, 10_000), 300, 3, 2, 30
 QUICK = Sizes((1, 4), 12, 4, 4, 1, 6, 4, (60, 200), 12, 1, 1, 10.0)
 
 
-# --- one request of each workload (the index makes every text distinct: never seen before) ---
+# --- one request of each workload (the index `i` makes a text new: never seen before) ---
 
 async def small(client, i: int) -> None:
     await client.chat.completions.create(
@@ -212,7 +213,8 @@ class Bench:
 
 def detection(sizes: Sizes, stock: StockPresidio) -> dict:
     """scripts/bench_detect.py's comparison (cold and warm), in this process."""
-    texts = bench_detect.texts_from(bench_detect.load(bench_detect.DEFAULT_DATA, sizes.detect_records))
+    records = bench_detect.load(bench_detect.DEFAULT_DATA, sizes.detect_records)
+    texts = bench_detect.texts_from(records)
     notes = [f"{workloads.NOTE_250} Case {i}." for i in range(60 if sizes is FULL else 10)]
     detector = Detector.from_config(None)
     ours = lambda text: detector.analyze([TextField(text)])  # noqa: E731
@@ -229,6 +231,20 @@ def detection(sizes: Sizes, stock: StockPresidio) -> dict:
     return {"texts": len(texts), "characters": sum(map(len, texts)),
             "cold": {case: {"phigate": o, "stock": t} for case, (o, t) in cold.items()},
             "warm": {"phigate_ms_per_field": warm_ms, "stock_ms_median": stock_warm["ms_median"]}}
+
+
+def revision() -> str:
+    """The checkout's commit, with "+changes" when the work tree differs from it."""
+    root = Path(__file__).parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{commit or 'unknown'}{' +changes' if dirty else ''}"
 
 
 def machine() -> dict:
@@ -248,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     command = shlex.join([sys.executable, *sys.argv])
-    info = {"machine": machine(), "command": command, "load_start": os.getloadavg(),
+    info = {"machine": machine(), "command": command, "revision": revision(),
+            "load_start": os.getloadavg(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "bench_policy": f"shipped default with rate_per_minute {BENCH_RATE_PER_MINUTE}",
             "mode": "quick" if args.quick else "full"}
@@ -257,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
-        folder = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="phigate-bench-")))
+        folder = args.keep or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="phigate-bench-")))
         upstream, ca = start_upstream(folder)
         stack.callback(upstream.stop)
         upstream_url = f"https://127.0.0.1:{upstream.port}"
@@ -270,15 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         token = mint(home, "bench")
         targets = [Target("bare", bare, client_for(bare.port, "sk-bench-client")),
                    Target("phigate", gateway, client_for(gateway.port, token))]
-        streaming_target = Target("bare", streaming_bare, client_for(streaming_bare.port, "sk-bench-client"))
+        streaming_target = Target("bare", streaming_bare,
+                                  client_for(streaming_bare.port, "sk-bench-client"))
         results = asyncio.run(Bench(sizes, upstream_url, ca, targets, streaming_target).run())
         stock = StockPresidio()
         note_walls, _ = timed(stock.analyze_and_anonymize, results.pop("notes"))
-        agent_stock_cpu = [timed(stock.analyze, [t for turn in conversation for t in workloads.texts_of(turn)])[1]
-                           for conversation in results.pop("conversations")[:sizes.stock_conversations]]
-        results["stock"] = {"note_p50_ms": percentile(note_walls, 50) * 1e3,
-                            "note_walls_ms": [w * 1e3 for w in note_walls],
-                            "agent_cpu_s_per_conversation": sum(agent_stock_cpu) / len(agent_stock_cpu)}
+        conversations = results.pop("conversations")[:sizes.stock_conversations]
+        agent_stock_cpu = [timed(stock.analyze, [text for turn in conversation
+                                                 for text in workloads.texts_of(turn)])[1]
+                           for conversation in conversations]
+        results["stock"] = {
+            "note_p50_ms": percentile(note_walls, 50) * 1e3,
+            "note_walls_ms": [w * 1e3 for w in note_walls],
+            "agent_cpu_s_per_conversation": sum(agent_stock_cpu) / len(agent_stock_cpu)}
         results["detection"] = detection(sizes, stock)
         results["peak_rss_mb"] = {t.name: t.proc.memory_mb()["peak_rss_mb"] for t in targets}
 

@@ -209,3 +209,19 @@ def test_streams_the_gateway_cannot_mask_are_refused_up_front(gateway, fresh_ups
             model=MODEL, prompt="hello", stream=True)
     assert raised.value.body["code"] == "stream_not_supported"
     assert fresh_upstream.received == []
+
+
+@pytest.mark.parametrize("group", ["clinicians", "clinicians-reid"])
+def test_ages_over_89_are_masked_not_refused(gateway, fresh_upstream, mint, group):
+    """Entity names with digits (AGE_OVER_89) once failed the detector-output check: every
+    note with a nonagenarian got a 500."""
+    text = client(gateway, mint("dr-age", group), "reverse").chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content":
+                                "A 92-year-old woman with atrial fibrillation, on apixaban."}]
+    ).choices[0].message.content
+    (sent,) = fresh_upstream.received
+    assert "92-year-old" not in sent.body.decode() and "apixaban" in sent.body.decode()
+    if group == "clinicians-reid":
+        assert "92" in text  # the pseudonym came back as the real age
+    else:
+        assert "92-year-old" not in text

@@ -62,7 +62,7 @@ class Masker:
             for finding in findings:
                 if not (isinstance(finding.start, int) and isinstance(finding.end, int)
                         and 0 <= finding.start < finding.end <= len(text.text)
-                        and re.fullmatch(r"[A-Z][A-Z_]{0,63}", finding.entity_type)):
+                        and re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", finding.entity_type)):
                     raise DetectionError("detector returned an invalid finding")
             checked.append(list(findings))
         return checked

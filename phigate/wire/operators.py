@@ -26,7 +26,7 @@ from phigate.wire.types import DetectionError, Finding
 OPERATORS = ("redact", "placeholder", "pseudonym", "hash", "encrypt", "keep")
 REDACTED = "[REDACTED]"
 
-_ENTITY = r"[A-Z][A-Z_]{0,63}?"
+_ENTITY = r"[A-Z][A-Z0-9_]{0,63}?"  # entity names may hold digits (AGE_OVER_89)
 TOKEN = re.compile(
     rf"<(?P<entity>{_ENTITY})(?:_(?P<number>[1-9][0-9]{{0,8}})"
     r"|_h:(?P<hash>[0-9a-f]{8})|_e:(?P<cipher>[A-Za-z0-9_-]{22,2048}))?>"

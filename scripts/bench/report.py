@@ -23,7 +23,7 @@ def header(info: dict) -> str:
         "",
         f"- machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}",
         f"- load average at start (1/5/15 min): {' / '.join(f'{v:.2f}' for v in info['load_start'])}",
-        f"- command: `{info['command']}`",
+        f"- command: `{info['command']}` (phigate at {info['revision']})",
         f"- policy: {info['bench_policy']}; callers use one `phigate token mint` token",
         "",
     ])

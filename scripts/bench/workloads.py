@@ -1,25 +1,20 @@
 """Synthetic request material, built from the labeled evaluation set in scripts/eval/.
 
 Social Security numbers are replaced by "[on file]": the default policy refuses them
-(`forbidden_entities: [US_SSN]`), which would time a refusal instead of masking. Ages over 89
-become 72: phigate.wire.engine rejects the entity name AGE_OVER_89 (its entity-type pattern
-allows no digits), so the gateway answers 500 (reported; not the bench's to change)."""
+(`forbidden_entities: [US_SSN]`), which would time a refusal instead of masking."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from bench_detect import NOTE_250  # the ~250-character note scripts/bench_detect.py times
 
 EVAL_DATA = Path(__file__).parents[1] / "eval" / "phi_eval.jsonl"
 MODEL = "gpt-4o-mini"
-REPLACEMENTS = {"US_SSN": lambda _: "[on file]",
-                "AGE_OVER_89": lambda value: re.sub(r"\d+", "72", value)}
+REPLACEMENTS = {"US_SSN": lambda _: "[on file]"}
 SMALL_PROMPT = "What is the usual adult starting dose of metformin? Question {i}."
-NOTE_250 = ("Pt Maria Lopez, 67F, MRN 88123456, seen 03/14/2024 at Mercy General for CHF "
-            "exacerbation. On metoprolol 25 mg bid and Lasix 40 mg. HbA1c 7.2, K 4.1. Daughter "
-            "Ana at 617-555-0142. Lives at 12 Oak St, Springfield, IL 62704. F/u 2 wks.")
-# A streamed answer (no PHI) of 400 characters; its pacing comes from the upstream's headers.
+# A streamed answer (no PHI) of 390 characters; its pacing comes from the upstream's headers.
 STREAM_REPLY = ("Heart failure with reduced ejection fraction is managed with four drug classes: "
                 "an ARNI or ACE inhibitor, a beta blocker such as metoprolol succinate, a "
                 "mineralocorticoid antagonist and an SGLT2 inhibitor. Titrate every two weeks as "
