@@ -177,7 +177,10 @@ class Identity:
             if self.saml is not None and (authorization or "")[:5].lower() == "saml ":
                 return await asyncio.to_thread(self.saml.verify_assertion_header, authorization)
             token, source = extract_token(authorization, proxy_auth)
-            return await asyncio.to_thread(self.verifier.verify, token, source)
+            # A token seen before is answered from the verifier's cache on the loop; only a
+            # new one (signature check, perhaps a JWKS fetch) goes to a worker thread.
+            return (self.verifier.cached(token, source)
+                    or await asyncio.to_thread(self.verifier.verify, token, source))
         except IdentityError as e:
             raise Refusal(e.status, e.code, e.message, retry=e.retry) from None
 

@@ -230,13 +230,22 @@ class Detector:
     def from_config(cls, path: str | Path | None = None) -> Detector:
         return cls(load_config(path))
 
+    def is_cached(self, fields: list[TextField]) -> bool:
+        """True when every field's findings are in the cache, so `analyze` runs no NLP and
+        costs microseconds (callers may then skip the hop to a worker thread)."""
+        with self._lock:
+            return all(self._cache_key(f) in self._cache for f in fields)
+
+    def _cache_key(self, field: TextField) -> tuple[bytes, str | None, str]:
+        return (hashlib.sha256(field.text.encode("utf-8", "surrogatepass")).digest(), field.key,
+                self.config_hash)
+
     def analyze(self, fields: list[TextField]) -> list[list[Finding]]:
         with self._lock:
             results: list[tuple[Finding, ...] | None] = [None] * len(fields)
             pending: dict[tuple[bytes, str | None, str], list[int]] = {}
             for index, field in enumerate(fields):
-                cache_key = (hashlib.sha256(field.text.encode("utf-8", "surrogatepass")).digest(), field.key,
-                             self.config_hash)
+                cache_key = self._cache_key(field)
                 cached = self._cache.get(cache_key)
                 if cached is not None:
                     self._cache.move_to_end(cache_key)

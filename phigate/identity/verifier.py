@@ -29,7 +29,7 @@ from jwt.exceptions import (
 from phigate.identity.claims import Identity, identity_from_claims
 from phigate.identity.errors import IdentityError, unauthorized
 from phigate.identity.fetch import Fetch, fetch_url
-from phigate.identity.headers import AUTHORIZATION, check_token_size, looks_like_jwt
+from phigate.identity.headers import AUTHORIZATION, MAX_TOKEN_BYTES, check_token_size, looks_like_jwt
 from phigate.identity.issuers import ALLOWED_ALGORITHMS, TrustedIssuer
 from phigate.identity.jwks import KeyCache, SigningKey
 
@@ -76,17 +76,28 @@ class TokenVerifier:
         if not isinstance(token, str) or not token:
             raise unauthorized("token_missing", "no identity token")
         check_token_size(token)
-        digest = hashlib.sha256(token.encode()).digest()
-        now = self._clock()
-        hit = self._verified.get(digest)
-        if hit is not None:
-            identity, keys, key = hit
-            if identity.exp > now - keys.issuer.leeway and keys.current(key.kid) is key:
-                return replace(identity, source=source)
-            self._verified.drop(digest)
-        identity, keys, key = self._verify(token, now, source)
-        self._verified.put(digest, (identity, keys, key))
+        known = self.cached(token, source)
+        if known is not None:
+            return known
+        identity, keys, key = self._verify(token, self._clock(), source)
+        self._verified.put(hashlib.sha256(token.encode()).digest(), (identity, keys, key))
         return identity
+
+    def cached(self, token: str, source: str = AUTHORIZATION) -> Identity | None:
+        """The identity of a token this verifier already verified, while it is still valid and
+        its key still current; None when it must be verified. No I/O, so callers may use it on
+        an event loop and go to a thread for `verify` only on a miss."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if hit is None:
+            return None
+        identity, keys, key = hit
+        if identity.exp > self._clock() - keys.issuer.leeway and keys.current(key.kid) is key:
+            return replace(identity, source=source)
+        self._verified.drop(digest)
+        return None
 
     def _verify(self, token: str, now: float, source: str) -> tuple[Identity, KeyCache, SigningKey]:
         header, unverified = _unverified_parts(token)
