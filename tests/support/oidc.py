@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
 from phigate.identity import TrustedIssuer
+from tests.support.loopback import LoopbackServer
 
 _DEFAULT_ALGORITHM = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 _HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
@@ -65,7 +66,7 @@ def new_key(kty: str = "RSA") -> SigningKey:
     return SigningKey(uuid.uuid4().hex[:16], private, _DEFAULT_ALGORITHM[kty])
 
 
-class OidcProvider:
+class OidcProvider(LoopbackServer):
     def __init__(
         self,
         *,
@@ -84,36 +85,12 @@ class OidcProvider:
         self.discovery_fetches = 0
         self._down = False
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # lifecycle
-    def start(self) -> OidcProvider:
-        # A short poll interval keeps stop() fast (shutdown waits for the next poll).
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> OidcProvider:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._serve(_handler_for(self))
 
     # what it serves
     @property
     def issuer(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base
 
     @property
     def jwks_uri(self) -> str:

@@ -20,12 +20,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
 import jwt
 
+from tests.support.loopback import LoopbackServer
 from tests.support.oidc import new_key
 
 
@@ -44,7 +45,7 @@ class _Grant:
     user: LoginUser
 
 
-class OidcLoginProvider:
+class OidcLoginProvider(LoopbackServer):
     def __init__(
         self, *, client_id: str, redirect_uris: Iterable[str] = (), client_secret: str | None = None
     ) -> None:
@@ -59,33 +60,11 @@ class OidcLoginProvider:
         self.refused: list[str] = []  # why token requests were refused (error codes)
         self._grants: dict[str, _Grant] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> OidcLoginProvider:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> OidcLoginProvider:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._serve(_handler_for(self))
 
     @property
     def issuer(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base
 
     def discovery(self) -> dict[str, Any]:
         return {

@@ -14,13 +14,12 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
@@ -33,6 +32,7 @@ from signxml import XMLSigner
 from signxml.algorithms import CanonicalizationMethod
 
 from phigate.sso.saml_metadata import IdpMetadata
+from tests.support.loopback import LoopbackServer
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -90,7 +90,7 @@ class Received:
     xml: bytes = field(repr=False)
 
 
-class SamlIdp:
+class SamlIdp(LoopbackServer):
     def __init__(
         self, *, clock: Callable[[], float] = time.time, groups_attribute: str = "groups"
     ) -> None:
@@ -100,33 +100,7 @@ class SamlIdp:
         self.user = User()
         self.sp_cert: x509.Certificate | None = None  # when set, AuthnRequests must be signed
         self.received: list[Received] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> SamlIdp:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> SamlIdp:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._serve(_handler_for(self))
 
     @property
     def entity_id(self) -> str:
