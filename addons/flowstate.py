@@ -28,6 +28,7 @@ class FlowState:
     unsupported: Exception | None = None  # content the wire layer cannot examine
     scope: Any = None  # the pseudonym vault scope (caller + conversation)
     response_masker: Any = None  # masks/re-identifies this flow's response
+    usage: dict | None = None  # token usage, noted by a stage that parsed the response already
     phi_summary: dict[str, int] = field(default_factory=dict)
     masked_excerpt: str = ""
 

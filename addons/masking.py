@@ -184,8 +184,10 @@ class Masking:
         masked, actions = await self._off_loop(
             fields, mask_response, state.response_masker, endpoint, body, fields,
             masks_anything(policy.masking.response), policy.masking.reidentify)
-        if isinstance(body, dict) and isinstance(body.get("id"), str) and body.get("object") == "response":
-            self.vault.remember_response(state.scope, body["id"])
+        if isinstance(body, dict):
+            if isinstance(body.get("id"), str) and body.get("object") == "response":
+                self.vault.remember_response(state.scope, body["id"])
+            state.usage = int_fields(body.get("usage"))  # spares the recorder a second parse
         record["masking"].extend(a.to_record("response") for a in actions)
         if actions:
             state.bodies["upstream_response"] = response.raw_content
@@ -239,6 +241,13 @@ def response_fields_or_refuse(endpoint: str, body):
 def mask_response(masker: Masker, endpoint: str, body, fields, mask: bool, reidentify: bool):
     replacements, actions = masker.mask_fields(fields, reidentify=reidentify, mask=mask)
     return wire_fields.apply(body, replacements), actions
+
+
+def int_fields(value) -> dict | None:
+    """The integer members of a usage object (token counts), or None."""
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def masks_anything(direction) -> bool:

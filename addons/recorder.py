@@ -23,6 +23,7 @@ from phigate.errors import Refusal, error_body, error_headers
 from . import flowstate
 from .failclosed import guard, record_of, settled
 from .identity import REPLAY_OF
+from .masking import int_fields
 from .settings import home
 
 log = logging.getLogger("phigate")
@@ -188,17 +189,17 @@ def outcome(flow: http.HTTPFlow) -> dict:
 
 
 def usage_of(flow: http.HTTPFlow) -> dict | None:
-    """Token usage from a JSON response (streamed usage is noted by the masking stage)."""
+    """Token usage of a JSON response: as the masking stage noted it when it parsed the body,
+    else parsed here (streamed usage is not collected yet)."""
     state = flowstate.of(flow)
-    if getattr(state, "usage", None):
+    if state.usage is not None:
         return state.usage
     if flow.response.stream or "json" not in flow.response.headers.get("content-type", ""):
         return None
     try:
-        usage = json.loads(flow.response.get_content(strict=False) or b"{}").get("usage")
+        return int_fields(json.loads(flow.response.get_content(strict=False) or b"{}").get("usage"))
     except (ValueError, AttributeError):
         return None
-    return {k: v for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else None
 
 
 def bodies_of(flow: http.HTTPFlow, record: dict) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from mitmproxy import ctx, http, tls
 from phigate import context
 from phigate.errors import Refusal
 
-from .failclosed import guard, mode_of, settled
+from .failclosed import guard, record_of, settled
 from .settings import intercepted_hosts
 
 STAGE = "scope"
@@ -31,7 +31,7 @@ class Scope:
         host = flow.request.host.lower().rstrip(".")
         if host in intercepted_hosts() or matches_any(host, ctx.options.passthrough_hosts):
             return
-        record = start_record(flow)
+        record = record_of(flow)
         record["endpoint"] = f"CONNECT {host}:{flow.request.port}"
         raise Refusal(403, "host_not_allowed",
                       "This gateway only carries OpenAI API traffic; the host is not allowed.")
@@ -46,7 +46,7 @@ class Scope:
     def request(self, flow: http.HTTPFlow) -> None:
         if settled(flow):
             return
-        record = start_record(flow)
+        record = record_of(flow)
         if flow.request.host.lower().rstrip(".") not in intercepted_hosts():
             raise Refusal(403, "host_not_allowed",
                           "This gateway only carries OpenAI API traffic; the host is not allowed.")
@@ -57,15 +57,4 @@ class Scope:
         record = context.get(flow.metadata)
         if record and flow.response:
             flow.response.headers["x-phigate-request-id"] = record["request_id"]
-
-
-def start_record(flow: http.HTTPFlow) -> dict:
-    peer = flow.client_conn.peername
-    return context.start(
-        flow.metadata,
-        client=f"{peer[0]}:{peer[1]}" if peer else "",
-        mode=mode_of(flow),
-        method=flow.request.method,
-        path=flow.request.path,
-    )
 

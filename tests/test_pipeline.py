@@ -79,6 +79,7 @@ def test_chat_completion_reaches_upstream_with_the_gateway_key(gateway, fresh_up
     assert record["policy"]["name"] == "clinicians"
     assert record["mode"] == mode
     assert record["upstream"]["status"] == 200
+    assert record["upstream"]["usage"]["total_tokens"] == completion.usage.total_tokens > 0
     assert record["request"]["model"] == MODEL
     assert token not in json.dumps(record)
 
