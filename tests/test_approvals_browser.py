@@ -6,34 +6,25 @@ so there a missing browser fails instead.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from phigate.approvals import SqliteApprovalStore, masked_summary
 from phigate.identity import DEV_ISSUER, DevIssuer, TokenVerifier
+from tests.support.browser import NO_BROWSER, SKIP_REASON, chromium
 from tests.test_approvals_web import admin_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 TOKEN_KEY = "phigate.approverToken"
 
-if not CHROMIUM.exists() and not os.environ.get("PHIGATE_REQUIRE_BROWSER"):
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+if NO_BROWSER:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ import pytest
 from phigate.addons.embedded import RunningGateway
 from phigate.addons.settings import SHIPPED_POLICIES
 from phigate.identity import DevIssuer
+from tests.support.browser import NO_BROWSER, SKIP_REASON, chromium
 
 from .test_pipeline import MODEL, audit_rows, record_for
 
 PHIGATE = str(Path(sys.executable).parent / "phigate")
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -189,33 +189,24 @@ def test_client_that_goes_away_abandons_the_approval(gw, upstream, issuer):
     assert upstream.received == []
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("PHIGATE_REQUIRE_BROWSER"),
-                    reason="no /usr/bin/chromium (apt-get install chromium)")
+@pytest.mark.skipif(NO_BROWSER, reason=SKIP_REASON)
 def test_approval_from_the_admin_page_in_chromium(gw, upstream, issuer):
-    from playwright.sync_api import sync_playwright
-
     upstream.clear()
     held = Held(gw, issuer.mint("dr-held-web", ["clinicians"]), max_tokens=5000)
     approval = pending(gw, "dr-held-web")
     admin = gw.master.addons.get("admin").url()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(f"{admin}/approvals")
-            page.fill("#token", issuer.mint("officer-web", ["phi-approvers"]))
-            page.click("#use-token")
-            card = page.locator(f"[data-approval='{approval['id']}']")
-            card.wait_for()
-            assert "dr-held-web" in card.inner_text()
-            card.locator("input.reason").fill("ward round")
-            card.locator("button.approve").click()
-            page.wait_for_selector(f"#status:has-text('{approval['id']}')")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(f"{admin}/approvals")
+        page.fill("#token", issuer.mint("officer-web", ["phi-approvers"]))
+        page.click("#use-token")
+        card = page.locator(f"[data-approval='{approval['id']}']")
+        card.wait_for()
+        assert "dr-held-web" in card.inner_text()
+        card.locator("input.reason").fill("ward round")
+        card.locator("button.approve").click()
+        page.wait_for_selector(f"#status:has-text('{approval['id']}')")
     response = held.result()
     assert response.status_code == 200
     record = record_for(gw, response.headers["x-phigate-request-id"])

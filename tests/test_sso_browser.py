@@ -5,39 +5,23 @@ Skips only when /usr/bin/chromium is missing and PHIGATE_REQUIRE_BROWSER is unse
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from phigate.sso.oidc_login import OidcLogin, OidcLoginConfig
 from phigate.sso.web import make_sso_app
+from tests.support.browser import NO_BROWSER, SKIP_REASON, chromium
 from tests.support.oidc_login_idp import OidcLoginProvider
 from tests.support.saml_idp import SamlIdp, User
 from tests.test_sso_web import SESSION_KEY, build_sp, serving, whoami_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-if not CHROMIUM.exists() and not os.environ.get("PHIGATE_REQUIRE_BROWSER"):
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+if NO_BROWSER:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:  # launch() gives the browser a fresh temporary profile
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

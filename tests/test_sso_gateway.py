@@ -4,21 +4,18 @@ signed-in user without the approver group cannot."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from phigate.addons.embedded import RunningGateway
 from phigate.identity import DevIssuer
+from tests.support.browser import NO_BROWSER, SKIP_REASON, chromium
 from tests.support.saml_idp import SamlIdp, User
 
 from .test_approvals_gateway import Held, pending
 from .test_pipeline import record_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists() and not os.environ.get("PHIGATE_REQUIRE_BROWSER"):
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+if NO_BROWSER:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +37,10 @@ def gw(tmp_path_factory, upstream, idp):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+    with chromium() as browser:
         opened = browser.new_page()
         opened.set_default_timeout(10_000)
         yield opened
-        browser.close()
 
 
 def sign_in(page, admin: str) -> None:
