@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import httpx
 import openai
@@ -30,6 +31,15 @@ def get_patient_record(patient_id: str) -> str:
 
 def leaked(text: str) -> list[str]:
     return [value for value in PHI if value in text]
+
+
+def leaked_in_file(data: bytes) -> list[str]:
+    """PHI values standing as whole alphanumeric tokens in a file's bytes (the issue's leak
+    definition). A plain substring test flags ZIP "01105" inside random hex digests now and
+    then; a value written into a record stands between quotes, spaces or punctuation."""
+    return [value for value in PHI
+            if re.search(rb"(?<![0-9A-Za-z])" + re.escape(value.encode()) + rb"(?![0-9A-Za-z])",
+                         data)]
 
 
 def sent_upstream(upstream) -> str:
@@ -178,7 +188,7 @@ def test_no_phi_value_anywhere_in_the_audit_database(gateway, mint):
     only types, counts and paths."""
     database = b"".join(p.read_bytes() for p in gateway.home.root.glob("audit.db*"))
     assert database, "no audit database"
-    assert [v for v in PHI if v.encode() in database] == []
+    assert leaked_in_file(database) == []
 
 
 def test_a_fault_setting_up_stream_masking_withholds_the_body(gateway, fresh_upstream, mint,
