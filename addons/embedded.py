@@ -92,16 +92,16 @@ class RunningGateway:
                 opts = Options(confdir=str(self.home.ca_dir), mode=[
                     "regular@127.0.0.1:0", "reverse:https://api.openai.com@127.0.0.1:0"])
                 self.master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-                if self.addons is None:
-                    from phigate.addons.gateway import pipeline
+                from phigate.addons.gateway import Gateway, pipeline
 
+                if self.addons is None:
                     self.addons = pipeline()
-                self.master.addons.add(*self.addons)
+                gateway = Gateway(self.addons)  # as `phigate run` adds it
+                self.master.addons.add(gateway)
                 # Options of addons that are not loaded (a partial pipeline) are skipped.
                 opts.update(**{k: v for k, v in self._options().items() if k in opts})
                 # As mitmproxy's script loader does for scripts: our addons see every option once.
-                for addon in self.addons:
-                    self.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(opts.keys())))
+                self.master.addons.invoke_addon_sync(gateway, hooks.ConfigureHook(set(opts.keys())))
                 self.loop = asyncio.get_running_loop()
                 run = asyncio.create_task(self.master.run())
                 await self._wait_listening()

@@ -95,6 +95,11 @@ def fail(flow: http.HTTPFlow, stage: str, exc: BaseException, hook: str = "reque
     (answer_headers if hook == "responseheaders" else answer)(flow, stage, refusal)
 
 
+# Set on every wrapped hook: the pipeline runs as children of one addon (addons/gateway.py),
+# where a hook that raised would keep the stages after it from seeing the event.
+CONTAINED = "__phigate_contained__"
+
+
 def guard(stage: str) -> Callable:
     """Decorate a hook `(self, flow)` so that it can only end in a decision, never fail open."""
 
@@ -111,6 +116,7 @@ def guard(stage: str) -> Callable:
                     refuse(flow, stage, refusal)
                 except Exception as exc:
                     fail(flow, stage, exc, name)
+            setattr(run_async, CONTAINED, True)
             return run_async
 
         @functools.wraps(hook)
@@ -121,6 +127,34 @@ def guard(stage: str) -> Callable:
                 refuse(flow, stage, refusal)
             except Exception as exc:
                 fail(flow, stage, exc, name)
+        setattr(run, CONTAINED, True)
+        return run
+
+    return wrap
+
+
+def contained(component: str) -> Callable:
+    """Decorate a hook that decides nothing about the flow (metrics, logs, stage clocks): a
+    fault is logged by class name and the flow goes on as it would without the hook."""
+
+    def wrap(hook: Callable) -> Callable:
+        if inspect.iscoroutinefunction(hook):
+            @functools.wraps(hook)
+            async def run_async(self, *args) -> None:
+                try:
+                    await hook(self, *args)
+                except Exception as exc:
+                    log.error("%s hook %s failed (%s)", component, hook.__name__, type(exc).__name__)
+            setattr(run_async, CONTAINED, True)
+            return run_async
+
+        @functools.wraps(hook)
+        def run(self, *args) -> None:
+            try:
+                hook(self, *args)
+            except Exception as exc:
+                log.error("%s hook %s failed (%s)", component, hook.__name__, type(exc).__name__)
+        setattr(run, CONTAINED, True)
         return run
 
     return wrap

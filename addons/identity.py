@@ -138,6 +138,7 @@ class Identity:
             entity_id=audience, acs_url=ctx.options.identity_saml_recipient or audience, idp=idp,
             groups_attribute=ctx.options.identity_saml_groups_attribute))
 
+    @guard(STAGE)
     def http_connect(self, flow: http.HTTPFlow) -> None:
         value = flow.request.headers.get("proxy-authorization")
         if value:

@@ -23,7 +23,7 @@ from mitmproxy import ctx, exceptions, http
 
 from phigate.errors import Refusal
 
-from .failclosed import answer
+from .failclosed import answer, contained
 from .policies import Policies
 
 log = logging.getLogger("phigate")
@@ -65,6 +65,7 @@ class Lifecycle:
         log.info("SIGHUP: reloading policies")
         self.policies.reload()
 
+    @contained(STAGE)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Runs before every stage's request hook: a refusal here means no stage does work."""
         if self.stopping:
@@ -74,9 +75,11 @@ class Lifecycle:
             flow.response.headers["connection"] = "close"
         self.in_flight.add(flow)
 
+    @contained(STAGE)
     def response(self, flow: http.HTTPFlow) -> None:
         self.in_flight.discard(flow)
 
+    @contained(STAGE)
     def error(self, flow: http.HTTPFlow) -> None:
         self.in_flight.discard(flow)
 

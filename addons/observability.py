@@ -17,11 +17,14 @@ from mitmproxy import ctx, http
 
 from phigate import context
 from phigate.ops.health import latest_checkpoint_time
-from phigate.ops.logs import LOGGER, StderrHandler, decision_events, flow_event
+from phigate.ops.logs import LOGGER, StderrHandler, flow_event
 from phigate.ops.metrics import STAGES, GatewayMetrics
+
+from .failclosed import contained
 
 events = logging.getLogger(LOGGER)
 RECORDING = "recording"
+COMPONENT = "observability"
 
 
 class StageClock:
@@ -62,6 +65,7 @@ class StageMark:
         self.clock, self.stage = clock, stage
         self.name = f"stagemark-{stage}"  # mitmproxy needs a unique name per addon
 
+    @contained(COMPONENT)
     def request(self, flow: http.HTTPFlow) -> None:
         self.clock.stamp(flow, self.stage)
 
@@ -72,12 +76,15 @@ class RecordingMark:
     def __init__(self, clock: StageClock) -> None:
         self.clock = clock
 
+    @contained(COMPONENT)
     def response(self, flow: http.HTTPFlow) -> None:
         self.clock.stamp(flow, RECORDING)
 
+    @contained(COMPONENT)
     def error(self, flow: http.HTTPFlow) -> None:
         self.clock.stamp(flow, RECORDING)
 
+    @contained(COMPONENT)
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         self.clock.stamp(flow, RECORDING)
 
@@ -94,8 +101,8 @@ class Observability:
     def load(self, loader) -> None:
         loader.add_option(
             "log_json", bool, True,
-            "Write one JSON line per finished request and per decision to stderr (request id, "
-            "endpoint template, status, policy, decisions, masked-entity counts, timings; never "
+            "Write one JSON line per finished request to stderr (request id, endpoint template, "
+            "status, policy, each stage's decision, masked-entity counts, timings; never "
             "bodies, subjects, tokens or keys).",
         )
 
@@ -111,18 +118,22 @@ class Observability:
     def done(self) -> None:
         events.removeHandler(self.handler)
 
+    @contained(COMPONENT)
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.live and flow not in self._in_flight:
             self._in_flight.add(flow)
             self.metrics.in_flight.inc()
 
+    @contained(COMPONENT)
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.live:  # not flows loaded from a file into mitmweb
             self._finish(flow)
 
+    @contained(COMPONENT)
     def error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 
+    @contained(COMPONENT)
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
 
@@ -144,8 +155,6 @@ class Observability:
         duration = now - record["started"] if "started" in record else None
         self.metrics.observe_flow(record, status, stages, duration)
         if ctx.options.log_json:
-            for event in decision_events(record):
-                events.info("decision", event)
             events.info("flow", flow_event(record, status, stages, duration))
 
     def running(self) -> None:

@@ -1,7 +1,8 @@
 """Recorder: one append-only, tamper-evident audit record per flow, refused and failed included.
 
 The record is the flow's PHI-free record (phigate.context) plus the upstream outcome; bodies go
-in encrypted. Appends run on one writer thread, off mitmproxy's event loop. The response is held
+in encrypted. Appends are group-committed on one writer thread, off mitmproxy's event loop
+(phigate.audit.batch): records of concurrent flows share one transaction. The response is held
 until its record is committed, so no answer reaches a caller unaudited; if the log cannot be
 written, the response is replaced by an error and new requests are refused until it can.
 """
@@ -9,19 +10,21 @@ written, the response is replaced by an error and new requests are refused until
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 
 from phigate.audit import AuditStore, open_store
+from phigate.audit.batch import GroupCommitter
 from phigate.audit.sinks import AppendOnlyFile, Webhook
 from phigate.errors import Refusal, error_body, error_headers
 
 from . import flowstate
-from .failclosed import guard, record_of, settled
+from .failclosed import CONTAINED, guard, record_of, settled
 from .identity import REPLAY_OF
 from .masking import int_fields
 from .settings import home
@@ -31,13 +34,38 @@ STAGE = "recording"
 RECORDED = "phigate.recorded"
 
 
+def unrecorded_on_fault(hook: Callable) -> Callable:
+    """Contain a recorder flow hook: mitmproxy passes a response on when a hook raises (fail
+    open), and the stages after the recorder would miss the event. A fault is logged by class
+    name only (the message may quote PHI) and the flow is treated as unrecorded."""
+
+    @functools.wraps(hook)
+    async def run(self: Recorder, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception as exc:
+            self.healthy = False
+            log.error("recording hook %s failed (%s); the flow is treated as unrecorded",
+                      hook.__name__, type(exc).__name__)
+            if hook.__name__ == "response":
+                withhold_or_kill(flow)
+
+    setattr(run, CONTAINED, True)
+    return run
+
+
 class Recorder:
     def __init__(self) -> None:
-        self.store: AuditStore | None = None
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-audit")
+        # The writer thread: group-commits appends and runs open/checkpoint/close in order.
+        self.writer = GroupCommitter(name="phigate-audit")
         self.healthy = True
         self._settings: tuple | None = None
         self._checkpoints: asyncio.Task | None = None
+
+    @property
+    def store(self) -> AuditStore | None:
+        """The open store (written only on the writer thread)."""
+        return self.writer.store
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -46,8 +74,8 @@ class Recorder:
         )
         loader.add_option(
             "audit_durability", str, "normal",
-            "'normal' survives a killed process; 'full' also survives power loss (fsync per "
-            "record, slower).",
+            "'normal' survives a killed process; 'full' also survives power loss (an fsync per "
+            "commit; concurrent records share one commit).",
         )
         loader.add_option(
             # int, not float: mitmproxy's `--set` cannot parse float options.
@@ -82,11 +110,10 @@ class Recorder:
                 sinks.append(AppendOnlyFile(ctx.options.audit_checkpoint_file))
             if ctx.options.audit_checkpoint_webhook:
                 sinks.append(Webhook(ctx.options.audit_checkpoint_webhook))
-            if self.store:
-                self.writer.submit(self.store.close).result()
-            self.store = self.writer.submit(
+            # After every record already queued for the old store, before any new one.
+            self.writer.replace(functools.partial(
                 open_store, home(), ctx.options.audit_db or None,
-                sinks=sinks, durability=ctx.options.audit_durability).result()
+                sinks=sinks, durability=ctx.options.audit_durability)).result()
 
     def running(self) -> None:
         if self._checkpoints is None:
@@ -98,8 +125,9 @@ class Recorder:
             await self._checkpoint()
 
     async def _checkpoint(self) -> None:
+        """Sign the tree head on the writer thread: it covers every record queued before it."""
         try:
-            await asyncio.get_running_loop().run_in_executor(self.writer, self.store.checkpoint)
+            await asyncio.wrap_future(self.writer.call(lambda: self.store.checkpoint()))
         except Exception as exc:
             log.error("audit checkpoint failed (%s)", type(exc).__name__)
 
@@ -108,8 +136,8 @@ class Recorder:
             self._checkpoints.cancel()
         if self.store:
             await self._checkpoint()
-            self.writer.submit(self.store.close).result()
-        self.writer.shutdown(wait=True)
+            await asyncio.wrap_future(self.writer.call(lambda: self.store.close()))
+        self.writer.close()  # drains whatever was still queued
 
     @guard(STAGE)
     def request(self, flow: http.HTTPFlow) -> None:
@@ -121,25 +149,18 @@ class Recorder:
                           "The gateway cannot write its audit log; the request was not sent.",
                           retry=True)
 
+    @unrecorded_on_fault
     async def http_connect_error(self, flow: http.HTTPFlow) -> None:
         await self._record(flow)
 
+    @unrecorded_on_fault
     async def response(self, flow: http.HTTPFlow) -> None:
         if not flow.live or flow.is_replay == "response":
             return
-        if await self._record(flow):
-            return
-        record = record_of(flow)
-        # Upstream content is withheld; the gateway's own refusals carry none and keep their
-        # status (a 503 audit_unavailable tells the caller to retry). A stream already left.
-        if not record.get("local_response") and not flow.response.stream:
-            record["local_response"] = True
-            flow.response = http.Response.make(
-                500,
-                error_body(500, "audit_write_failed",
-                           "The gateway could not write the audit record; the response was withheld."),
-                error_headers(record["request_id"], retry=False))
+        if not await self._record(flow):
+            withhold(flow)
 
+    @unrecorded_on_fault
     async def error(self, flow: http.HTTPFlow) -> None:
         await self._record(flow)
 
@@ -147,12 +168,11 @@ class Recorder:
         if flow.metadata.get(RECORDED):  # e.g. the client left after its response was recorded
             return True
         flow.metadata[RECORDED] = True
-        try:  # a hook that raises fails open (mitmproxy passes the response on): catch it all
+        try:
             record = outcome(flow)
             bodies = bodies_of(flow, record) if ctx.options.audit_bodies else None
             flowstate.release(flow)
-            await asyncio.get_running_loop().run_in_executor(
-                self.writer, self.store.append, record, bodies)
+            await asyncio.wrap_future(self.writer.submit(record, bodies))
         except Exception as exc:
             self.healthy = False
             log.error("audit append failed (%s); refusing new requests until it works",
@@ -160,6 +180,37 @@ class Recorder:
             return False
         self.healthy = True
         return True
+
+
+def withhold(flow: http.HTTPFlow) -> None:
+    """Replace an unrecorded upstream answer by the 500 audit_write_failed error.
+
+    The gateway's own refusals carry no upstream content and keep their status (a 503
+    audit_unavailable tells the caller to retry); a streamed answer has already left."""
+    record = record_of(flow)
+    if record.get("local_response") or flow.response is None or flow.response.stream:
+        return
+    record["local_response"] = True
+    flow.response = http.Response.make(
+        500,
+        error_body(500, "audit_write_failed",
+                   "The gateway could not write the audit record; the response was withheld."),
+        error_headers(record["request_id"], retry=False))
+
+
+def withhold_or_kill(flow: http.HTTPFlow) -> None:
+    """Withhold; if even that fails, kill the flow rather than pass an unaudited answer on."""
+    try:
+        withhold(flow)
+        return
+    except Exception as exc:
+        log.error("recorder could not withhold a response (%s); killing the flow",
+                  type(exc).__name__)
+    try:
+        if flow.killable:
+            flow.kill()
+    except Exception as exc:
+        log.error("recorder could not kill a flow (%s)", type(exc).__name__)
 
 
 def outcome(flow: http.HTTPFlow) -> dict:

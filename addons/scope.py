@@ -14,7 +14,7 @@ from mitmproxy import ctx, http, tls
 from phigate import context
 from phigate.errors import Refusal
 
-from .failclosed import guard, record_of, settled
+from .failclosed import contained, guard, record_of, settled
 from .settings import intercepted_hosts
 
 STAGE = "scope"
@@ -36,6 +36,7 @@ class Scope:
         raise Refusal(403, "host_not_allowed",
                       "This gateway only carries OpenAI API traffic; the host is not allowed.")
 
+    @contained(STAGE)
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         address = data.context.server.address
         host = (data.client_hello.sni or (address[0] if address else "")).lower()
@@ -52,6 +53,7 @@ class Scope:
                           "This gateway only carries OpenAI API traffic; the host is not allowed.")
         context.decide(record, STAGE, "allow")
 
+    @guard(STAGE)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Every answer names its audit record, so a caller's support ticket can cite it."""
         record = context.get(flow.metadata)

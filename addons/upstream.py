@@ -16,7 +16,7 @@ from phigate import context
 from phigate.upstream_keys import DEFAULT, UpstreamKeys
 
 from . import flowstate
-from .failclosed import guard, record_of, settled
+from .failclosed import contained, guard, record_of, settled
 from .settings import home, upstream_parts
 
 STAGE = "upstream"
@@ -66,9 +66,11 @@ class Upstream:
         context.decide(record, STAGE, "allow", rule=key_name)
         record["upstream"] = {"started": flow.request.timestamp_start}
 
+    @guard(STAGE)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         redact_key(flow)
 
+    @contained(STAGE)
     def error(self, flow: http.HTTPFlow) -> None:
         redact_key(flow)
 

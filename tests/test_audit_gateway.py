@@ -4,6 +4,7 @@ tampering is caught, no PHI lands in the database, and a failing log stops traff
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -131,16 +132,16 @@ def test_a_failing_append_refuses_new_requests_until_the_log_works(audited, traf
     store = recorder.store
     before = len(audit_rows(audited))
 
-    def disk_full(record, bodies=None):
+    def disk_full(items):
         raise sqlite3.OperationalError("database or disk is full")
 
-    store.append = disk_full
+    store.append_many = disk_full  # what the recorder's group committer calls
     try:
         with caplog.at_level(logging.ERROR, logger="phigate"):
             withheld = chat(audited.reverse_url, token)
             refused = chat(audited.reverse_url, token)
     finally:
-        del store.append  # the class's method again
+        del store.append_many  # the class's method again
     assert withheld.status_code == 500
     assert withheld.json()["error"]["code"] == "audit_write_failed"
     assert "Whitfield" not in withheld.text  # the answer was withheld
@@ -171,6 +172,69 @@ def test_checkpoints_reach_the_sink_and_a_final_one_is_written_at_shutdown(audit
     code, report = verify(audited.home.root, "--checkpoints", sink)
     assert code == 0, report
     assert (report["external_checkpoints"], report["unsigned_tail"]) == (1, 0)
+
+
+# --- a recorder hook that raises ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hook", ["response", "error", "http_connect_error"])
+def test_a_fault_in_a_recorder_hook_is_contained(hook, caplog):
+    """mitmproxy would pass the answer on and log the message: neither may happen."""
+    from mitmproxy.test import tflow
+
+    from phigate.addons.recorder import Recorder
+
+    async def broken(flow):
+        raise RuntimeError("Margaret Whitfield")
+
+    recorder = Recorder()
+    recorder._record = broken
+    flow = tflow.tflow(resp=True)
+    with caplog.at_level(logging.ERROR, logger="phigate"):
+        asyncio.run(getattr(recorder, hook)(flow))  # does not raise
+    assert not recorder.healthy  # new requests wait for an append that works
+    assert f"recording hook {hook} failed (RuntimeError)" in caplog.text
+    assert "Whitfield" not in caplog.text
+    if hook == "response":
+        assert flow.response.status_code == 500
+        assert flow.response.json()["error"]["code"] == "audit_write_failed"
+
+
+def test_a_response_that_cannot_be_withheld_is_killed(monkeypatch):
+    from mitmproxy.test import tflow
+
+    from phigate.addons import recorder as recorder_module
+
+    def cannot(flow):
+        raise KeyError("Margaret Whitfield")
+
+    async def broken(flow):
+        raise RuntimeError("Margaret Whitfield")
+
+    monkeypatch.setattr(recorder_module, "withhold", cannot)
+    recorder = recorder_module.Recorder()
+    recorder._record = broken
+    flow = tflow.tflow(resp=True)
+    asyncio.run(recorder.response(flow))
+    assert flow.error is not None and not flow.killable  # killed: the answer never leaves
+
+
+def test_a_streamed_response_is_not_replaced():
+    """A stream has already left; its failure is still logged and refuses new requests."""
+    from mitmproxy.test import tflow
+
+    from phigate.addons.recorder import Recorder
+
+    async def broken(flow):
+        raise RuntimeError("boom")
+
+    recorder = Recorder()
+    recorder._record = broken
+    flow = tflow.tflow(resp=True)
+    flow.response.stream = True
+    original = flow.response
+    asyncio.run(recorder.response(flow))
+    assert flow.response is original and not recorder.healthy
 
 
 # --- a real gateway process, killed under load ---------------------------------------------

@@ -297,7 +297,8 @@ def test_sigkill_loses_no_committed_record(home):
 
 
 def test_the_audit_modules_never_import_mitmproxy():
-    code = "import sys, phigate.audit.verify, phigate.cli.audit; print('mitmproxy' in sys.modules)"
+    code = ("import sys, phigate.audit.verify, phigate.audit.batch, phigate.cli.audit; "
+            "print('mitmproxy' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
 
 

@@ -86,3 +86,24 @@ def test_bodies_are_bounded_by_default(tmp_path, upstream):
                                   + b"x" * (33 * 1024 * 1024) + b'"}', timeout=30)
             response.raise_for_status()
         assert upstream.received == []
+
+
+def test_every_flow_hook_of_the_pipeline_is_contained():
+    """The stages run as children of one addon (addons/gateway.py): a hook that raised would
+    keep the stages after it from seeing the event (e.g. masking from setting up a stream)."""
+    from mitmproxy import hooks
+    from mitmproxy.addonmanager import traverse
+
+    from phigate.addons.failclosed import CONTAINED
+    from phigate.addons.gateway import pipeline
+
+    lifecycle = {"load", "configure", "running", "done"}
+    checked, loose = 0, []
+    for addon in traverse(pipeline()):
+        for name in set(hooks.all_hooks) - lifecycle:
+            hook = getattr(addon, name, None)
+            if callable(hook):
+                checked += 1
+                if not getattr(hook, CONTAINED, False):
+                    loose.append(f"{type(addon).__name__}.{name}")
+    assert checked >= 20 and loose == []

@@ -4,6 +4,9 @@
     seq = store.append(flow_record, {"request": body_bytes})
     note = store.checkpoint()
 
+`batch.GroupCommitter(store)` is the gateway's writer thread: records submitted while a commit
+runs share the next transaction (`store.append_many`).
+
 `verify.verify()` checks a database file end to end; `verify.prove()` and `verify.check_proof()`
 give third parties an inclusion proof they can check with only the log's verifier key.
 """

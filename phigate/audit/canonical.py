@@ -27,9 +27,19 @@ def _check(value: Any, path: str) -> None:
         raise TypeError(f"{type(value).__name__} at {path or 'the root'} is not JSON")
 
 
+def _plain(value: Any) -> bool:
+    """`_check` without building paths (it runs on every audit record); False on any fault."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float)
+
+
 def dumps(value: Any) -> str:
     """The canonical JSON text of `value` (bool/int/float/str/None/list/dict)."""
-    _check(value, "")
+    if not _plain(value):
+        _check(value, "")  # raises, naming where
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )

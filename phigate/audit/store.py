@@ -67,6 +67,9 @@ class AuditStore(Protocol):
     """What the gateway and the CLI may use; a PostgreSQL store will implement the same."""
 
     def append(self, record: dict, bodies: dict[str, bytes] | None = None) -> int: ...
+    def append_many(
+        self, items: Sequence[tuple[dict, dict[str, bytes] | None]]
+    ) -> list[int]: ...
     def checkpoint(self) -> str: ...
     def get(self, seq: int) -> dict | None: ...
     def lookup(self, record_id: str) -> int | None: ...
@@ -270,42 +273,62 @@ class SqliteAuditStore:
 
     def append(self, record: dict, bodies: dict[str, bytes] | None = None) -> int:
         """Append one record (PHI-free by contract) and its bodies (sealed here); its seq."""
-        for kind in bodies or {}:
-            if not _BODY_KIND.fullmatch(kind):
-                raise AuditError("body kind must be a short lowercase name")
-        with self._lock, self._transaction():
-            self._sync_tree()
-            seq = self._tree.size
-            record_id = self._new_id(record)
-            sealed = {k: self.keyring.seal(record_id, k, v) for k, v in (bodies or {}).items()}
-            entry = {
-                "v": ENTRY_VERSION,
-                "seq": seq,
-                "id": record_id,
-                "logged": time.time(),
-                "record": record,
-                "bodies": {
-                    kind: {"key_id": s.key_id, "sha256": hashlib.sha256(s.blob).hexdigest(),
-                           "size": len(s.blob)}
-                    for kind, s in sealed.items()
-                },
-            }
-            text = canonical.dumps(entry)
-            leaf = merkle.leaf_hash(text.encode())
-            columns = derive_columns(entry)
-            values = [columns[c] for c in ("seq", "id", *SEARCH_COLUMNS)]
-            self._conn.execute(_INSERT_RECORD, [*values, text, leaf])
-            self._conn.executemany(
-                "INSERT INTO bodies (seq, kind, key_id, sealed) VALUES (?, ?, ?, ?)",
-                [(seq, kind, s.key_id, s.blob) for kind, s in sealed.items()],
-            )
-            tree = merkle.CompactRange(self._tree.size, self._tree.hashes)
-            tree.append(leaf)
-            self._conn.execute(
-                "UPDATE tree_state SET size = ?, frontier = ? WHERE id = 1",
-                (tree.size, tree.to_bytes()),
-            )
-        self._tree = tree  # only once committed
+        return self.append_many([(record, bodies)])[0]
+
+    def append_many(self, items: Sequence[tuple[dict, dict[str, bytes] | None]]) -> list[int]:
+        """Append records and their bodies in one transaction; their seqs, in order.
+
+        One BEGIN IMMEDIATE ... COMMIT (one WAL sync with durability "full") for the lot is what
+        makes group commit cheap. All or nothing: if one record fails, none is written and the
+        in-memory tree stays where it was (it only advances once the COMMIT has returned).
+        """
+        items = list(items)
+        for _, bodies in items:
+            for kind in bodies or {}:
+                if not _BODY_KIND.fullmatch(kind):
+                    raise AuditError("body kind must be a short lowercase name")
+        if not items:
+            return []
+        with self._lock:
+            with self._transaction():
+                self._sync_tree()
+                tree = merkle.CompactRange(self._tree.size, self._tree.hashes)
+                seqs = [self._insert(tree, record, bodies) for record, bodies in items]
+                self._conn.execute(
+                    "UPDATE tree_state SET size = ?, frontier = ? WHERE id = 1",
+                    (tree.size, tree.to_bytes()),
+                )
+            self._tree = tree  # only once committed
+        return seqs
+
+    def _insert(self, tree: merkle.CompactRange, record: dict,
+                bodies: dict[str, bytes] | None) -> int:
+        """Inside a write transaction: insert one entry and its bodies as leaf `tree.size`."""
+        seq = tree.size
+        record_id = self._new_id(record)
+        sealed = {k: self.keyring.seal(record_id, k, v) for k, v in (bodies or {}).items()}
+        entry = {
+            "v": ENTRY_VERSION,
+            "seq": seq,
+            "id": record_id,
+            "logged": time.time(),
+            "record": record,
+            "bodies": {
+                kind: {"key_id": s.key_id, "sha256": hashlib.sha256(s.blob).hexdigest(),
+                       "size": len(s.blob)}
+                for kind, s in sealed.items()
+            },
+        }
+        text = canonical.dumps(entry)
+        leaf = merkle.leaf_hash(text.encode())
+        columns = derive_columns(entry)
+        values = [columns[c] for c in ("seq", "id", *SEARCH_COLUMNS)]
+        self._conn.execute(_INSERT_RECORD, [*values, text, leaf])
+        self._conn.executemany(
+            "INSERT INTO bodies (seq, kind, key_id, sealed) VALUES (?, ?, ?, ?)",
+            [(seq, kind, s.key_id, s.blob) for kind, s in sealed.items()],
+        )
+        tree.append(leaf)
         return seq
 
     def _sync_tree(self) -> None:
@@ -474,7 +497,11 @@ def _where(
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (nothing half-written)."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (nothing half-written).
+
+    A failed COMMIT can leave the transaction open (SQLITE_BUSY) and some errors (a full disk)
+    end it themselves: either way the connection comes out with no transaction, so the next
+    append can work again once the fault is gone."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -483,4 +510,9 @@ class _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind, value, traceback) -> None:
-        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        try:
+            if kind is None:
+                self.conn.execute("COMMIT")
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")

@@ -32,6 +32,9 @@ def mitmproxy_args(*, listen: str, reverse: str | None, home: Home, policies: st
         "connection_strategy": "lazy",
         # Leaves carry only the requested name, so the CA's name constraint holds.
         "upstream_cert": "false",
+        # The JSON flow line (log_json) is the per-request log; mitmproxy's own line prints
+        # URLs with their query strings, which may carry PHI.
+        "flow_detail": "0",
         "phigate_home": str(home.root),
     }
     for name, value in (("policies", policies), ("upstream", upstream),
@@ -114,7 +117,7 @@ def serve(arguments: list[str], *, web: bool = False) -> int:
     from mitmproxy.tools import cmdline
     from mitmproxy.tools.main import process_options
 
-    from phigate.addons.gateway import pipeline
+    from phigate.addons.gateway import Gateway, pipeline
 
     async def main() -> int:
         # As mitmproxy's own entry points: the terminal log filters by its own verbosity option.
@@ -130,8 +133,8 @@ def serve(arguments: list[str], *, web: bool = False) -> int:
             from mitmproxy.tools.dump import DumpMaster
 
             master, parser = DumpMaster(opts), cmdline.mitmdump(opts)
-        addons = pipeline()
-        master.addons.add(*addons)
+        gateway = Gateway(pipeline())
+        master.addons.add(gateway)
         parsed = parser.parse_args(arguments)
         try:
             opts.set(*parsed.setoptions, defer=True)
@@ -140,8 +143,7 @@ def serve(arguments: list[str], *, web: bool = False) -> int:
             optmanager.load_paths(opts, os.path.join(opts.confdir, "config.yaml"),
                                   os.path.join(opts.confdir, "config.yml"))
             process_options(parser, opts, parsed)
-            for addon in addons:
-                master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(opts.keys())))
+            master.addons.invoke_addon_sync(gateway, hooks.ConfigureHook(set(opts.keys())))
         except (exceptions.OptionsError, exceptions.AddonManagerError) as e:
             click.echo(f"phigate: {e}", err=True)
             return 1

@@ -11,18 +11,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NlpEngineProvider
+from presidio_analyzer import (AnalyzerEngine, EntityRecognizer, PatternRecognizer, RecognizerRegistry,
+                               RecognizerResult)
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine, NlpEngineProvider, SpacyNlpEngine
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 from presidio_analyzer.recognizer_registry import RecognizerRegistryProvider
+from spacy.pipeline import EntityRecognizer as SpacyEntityRecognizer
 
 from phigate.detect.keys import entity_for_key, is_identifier_under_generic_key, is_not_phi_key
 from phigate.detect.offline import use_bundled_suffix_list
-from phigate.detect.recognizers import NOT_NAME_WORDS, STATES_AND_COUNTRIES, build_pack, pack_fingerprint
+from phigate.detect.recognizers import (NOT_NAME_WORDS, STATES_AND_COUNTRIES, CensusNameRecognizer, RuleRecognizer,
+                                        build_pack, pack_fingerprint)
 
 use_bundled_suffix_list()
 
@@ -67,6 +72,10 @@ class Finding:
     entity_type: str
     score: float
     recognizer: str
+
+
+# (SHA-256 of the text, its JSON key, the configuration hash): findings, never text, are kept.
+CacheKey = tuple[bytes, str | None, str]
 
 
 def bundled_model_path() -> str:
@@ -149,7 +158,8 @@ _TITLE_ONLY = frozenset({"dr", "mr", "mrs", "ms", "patient", "pt", "bill", "doct
 
 def _is_noise(text: str, result: RecognizerResult, recognizer: str) -> bool:
     """NER places/names that Safe Harbor allows or that are not names: states, drugs, eponyms,
-    technical tokens (EKS, C4). Applies only to the statistical NER, never to our rules."""
+    technical tokens (EKS, C4). Applies only to the statistical NER, never to our rules.
+    `ner_can_matter` relies on the NOT_NAME_WORDS, upper-case and short-single-word checks."""
     if recognizer != "SpacyRecognizer":
         return False
     value = text[result.start:result.end].strip()
@@ -200,14 +210,93 @@ def _merge(findings: list[Finding]) -> list[Finding]:
     return merged
 
 
+def ner_can_matter(text: str) -> bool:
+    """False only when no NER span in `text` can survive `_is_noise`, so the NER may be skipped.
+
+    A kept span starts at an upper-case character and its first word (up to whitespace) is not
+    in NOT_NAME_WORDS. Any upper-case character is taken as a possible token start ("(John",
+    "end.Start", "x-Smith"). A span inside the text's last word is one word, which `_is_noise`
+    drops when it has at most 3 characters or is all capitals of at most 5 ("MN", "E11.9").
+    `_gate_exact` checks the one assumption about tokens: none ends inside a NOT_NAME_WORDS word.
+    """
+    words = text.split()
+    for position, word in enumerate(words):
+        if word.islower():  # no upper-case character at all
+            continue
+        last = position == len(words) - 1
+        for index, char in enumerate(word):
+            if not char.isupper():
+                continue
+            rest = word[index:]
+            if rest in NOT_NAME_WORDS or (last and (len(rest) <= 3 or (len(rest) <= 5 and rest.isupper()))):
+                continue
+            return True
+    return False
+
+
+def _gate_exact(text: str, doc) -> bool:
+    """Whether `ner_can_matter`'s word reading holds for these tokens: a token boundary inside a
+    NOT_NAME_WORDS word ("Th|e") would let an NER span's first word be a prefix outside the list.
+    English spaCy tokenizers never split these words; a hospital's model is checked, not trusted."""
+    for token in doc:
+        start, end = token.idx, token.idx + len(token.text)
+        if token.text[:1].isupper() and end < len(text) and not text[end].isspace():
+            stop = end
+            while stop < len(text) and not text[stop].isspace():
+                stop += 1
+            if text[start:stop] in NOT_NAME_WORDS:
+                return False
+    return True
+
+
+def _hidden_by_ner(results: list[RecognizerResult], ner_entities: frozenset[str], ner_score: float) -> bool:
+    """Presidio's de-duplication drops a result inside an NER span of its type that scores at least
+    as high, even when `_is_noise` then drops the NER span too: such texts still need the NER."""
+    return any(result.entity_type in ner_entities and result.score <= ner_score for result in results)
+
+
+_TEXT_ONLY_ANALYZE = (RuleRecognizer.analyze, CensusNameRecognizer.analyze, PatternRecognizer.analyze)
+
+
+def _ner_gate_settings(nlp_engine: NlpEngine, registry: RecognizerRegistry) -> tuple[frozenset[str], float] | None:
+    """(NER entity types, highest NER score) when skipping the NER is provably exact, else None:
+    Presidio's spaCy engine whose pipeline is the NER alone (a tokenizer-only doc then equals the
+    pipeline's doc but for its entities), SpacyRecognizer the only reader of NER entities, and no
+    recognizer reading the NLP artifacts in its own code (other engines or recognizers: no gate)."""
+    if (type(nlp_engine) is not SpacyNlpEngine or set(nlp_engine.nlp) != {LANGUAGE}
+            or not hasattr(nlp_engine, "_doc_to_nlp_artifact")):
+        return None
+    nlp = nlp_engine.nlp[LANGUAGE]
+    if nlp.pipe_names != ["ner"] or type(nlp.get_pipe("ner")) is not SpacyEntityRecognizer:
+        return None
+    ner_recognizers = [r for r in registry.recognizers if type(r) is SpacyRecognizer]
+    for recognizer in registry.recognizers:
+        if type(recognizer).enhance_using_context is not EntityRecognizer.enhance_using_context:
+            return None
+        if type(recognizer) is SpacyRecognizer:
+            if recognizer.context:
+                return None
+        elif type(recognizer).analyze not in _TEXT_ONLY_ANALYZE:
+            return None
+    if len(ner_recognizers) != 1:
+        return None
+    ner_config = nlp_engine.ner_model_configuration
+    ner_score = ner_config.default_score * max(1.0, ner_config.low_confidence_score_multiplier or 0.0)
+    return frozenset(ner_recognizers[0].supported_entities), ner_score
+
+
 class Detector:
     """PHI detection for many text fields at once. Build once per process.
 
-    Sync and thread-safe: one lock guards the spaCy pipeline and the cache, so callers run
-    ``analyze`` off the event loop (``asyncio.to_thread``).
+    Sync and thread-safe; callers run ``analyze`` off the event loop (``asyncio.to_thread``).
+    Texts that miss the cache from threads that call at the same time share one NLP batch. Texts in which no NER span could
+    survive `_is_noise` (`ner_can_matter`: no capitalised word but NOT_NAME_WORDS, e.g. most FHIR
+    values) skip the NER, the costliest step, with unchanged findings.
     """
 
-    def __init__(self, config: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any] | None = None, *, ner_gate: bool = True):
+        """``ner_gate=False`` runs the NER on every text; the gate never changes a finding (the
+        tests compare both), so it is no setting and not part of the cache key."""
         self.config = copy.deepcopy(config) if config is not None else load_config(None)
         self._nlp_engine = _create_nlp_engine(self.config["nlp_configuration"],
                                               self.config.get("disabled_components") or ())
@@ -217,33 +306,40 @@ class Detector:
         # Cache key and audit field: changes with the settings, the model and every rule.
         self.config_hash = hashlib.sha256(canonical.encode()).hexdigest()
         self.detector_version = f"phigate-detect-{self.config_hash[:16]}"
+        registry = _registry(self._nlp_engine, self.config.get("recognizer_registry"))
         self._analyzer = AnalyzerEngine(
-            registry=_registry(self._nlp_engine, self.config.get("recognizer_registry")),
-            nlp_engine=self._nlp_engine, supported_languages=[LANGUAGE],
+            registry=registry, nlp_engine=self._nlp_engine, supported_languages=[LANGUAGE],
             default_score_threshold=self.config["score_threshold"], context_aware_enhancer=_ContextEnhancer(),
         )
+        self._ner_gate = _ner_gate_settings(self._nlp_engine, registry) if ner_gate else None
+        self.ner_runs = self.ner_skips = 0  # texts analysed with and without the NER
         self._cache: OrderedDict[tuple[bytes, str | None, str], tuple[Finding, ...]] = OrderedDict()
         self._cache_size = int(self.config["cache_size"])
-        self._lock = threading.Lock()
+        # The cache lock is held for microseconds (the event loop takes it in `is_cached`); the
+        # NLP lock for a whole batch. A thread never waits for the NLP lock holding the other.
+        self._cache_lock = threading.Lock()
+        self._nlp_lock = threading.Lock()
+        self._waiting: list[_Job] = []
+        self.batches = 0  # NLP batches run (several requests' texts may share one)
 
     @classmethod
-    def from_config(cls, path: str | Path | None = None) -> Detector:
-        return cls(load_config(path))
+    def from_config(cls, path: str | Path | None = None, *, ner_gate: bool = True) -> Detector:
+        return cls(load_config(path), ner_gate=ner_gate)
 
     def is_cached(self, fields: list[TextField]) -> bool:
         """True when every field's findings are in the cache, so `analyze` runs no NLP and
         costs microseconds (callers may then skip the hop to a worker thread)."""
-        with self._lock:
+        with self._cache_lock:
             return all(self._cache_key(f) in self._cache for f in fields)
 
-    def _cache_key(self, field: TextField) -> tuple[bytes, str | None, str]:
+    def _cache_key(self, field: TextField) -> CacheKey:
         return (hashlib.sha256(field.text.encode("utf-8", "surrogatepass")).digest(), field.key,
                 self.config_hash)
 
     def analyze(self, fields: list[TextField]) -> list[list[Finding]]:
-        with self._lock:
-            results: list[tuple[Finding, ...] | None] = [None] * len(fields)
-            pending: dict[tuple[bytes, str | None, str], list[int]] = {}
+        results: list[tuple[Finding, ...] | None] = [None] * len(fields)
+        pending: dict[CacheKey, list[int]] = {}
+        with self._cache_lock:
             for index, field in enumerate(fields):
                 cache_key = self._cache_key(field)
                 cached = self._cache.get(cache_key)
@@ -252,30 +348,99 @@ class Detector:
                     results[index] = cached
                 else:
                     pending.setdefault(cache_key, []).append(index)
-            needs_nlp = []
-            for cache_key, indexes in pending.items():
-                field = fields[indexes[0]]
-                keyed = entity_for_key(field.key, field.text)
-                if not field.text.strip() or is_not_phi_key(field.key):
-                    self._store(cache_key, indexes, results, ())
-                elif keyed is not None:
-                    span = _strip_span(field.text)
-                    self._store(cache_key, indexes, results, (Finding(*span, keyed, 1.0, f"key:{field.key}"),))
-                else:
-                    needs_nlp.append(cache_key)
-            texts = [fields[pending[k][0]].text for k in needs_nlp]
-            for cache_key, artifacts in zip(needs_nlp, self._nlp_engine.process_batch(texts, LANGUAGE,
-                                                                                      batch_size=32)):
-                field = fields[pending[cache_key][0]]
-                findings = self._analyze_text(field.text, _with_token_lemmas(artifacts[1]))
-                if not findings and is_identifier_under_generic_key(field.key, field.text):
-                    findings = [Finding(*_strip_span(field.text), "OTHER_ID", 1.0, f"key:{field.key}")]
-                self._store(cache_key, pending[cache_key], results, tuple(findings))
-            return [list(found) for found in results]
+        found: dict[CacheKey, tuple[Finding, ...]] = {}
+        needs_nlp: dict[CacheKey, TextField] = {}
+        for cache_key, indexes in pending.items():
+            field = fields[indexes[0]]
+            keyed = entity_for_key(field.key, field.text)
+            if not field.text.strip() or is_not_phi_key(field.key):
+                found[cache_key] = ()
+            elif keyed is not None:
+                found[cache_key] = (Finding(*_strip_span(field.text), keyed, 1.0, f"key:{field.key}"),)
+            else:
+                needs_nlp[cache_key] = field
+                continue
+            self._store(cache_key, found[cache_key])
+        if needs_nlp:
+            found.update(self._nlp(needs_nlp))
+        for cache_key, indexes in pending.items():
+            for index in indexes:
+                results[index] = found[cache_key]
+        return [list(findings) for findings in results]
 
-    def _analyze_text(self, text: str, artifacts: NlpArtifacts) -> list[Finding]:
+    def _nlp(self, texts: dict[CacheKey, TextField]) -> dict[CacheKey, tuple[Finding, ...]]:
+        """The NLP stage for texts that missed the cache, batched with other threads' texts.
+
+        spaCy's NER costs about 1 ms per call before it reads a single token, so the texts of
+        requests that arrive together run as one batch: the thread that gets the NLP lock takes
+        every job queued by then (its own and other threads'), and the others find theirs done
+        when they get the lock. A batch that fails is rerun job by job, so one bad text fails
+        only its own request."""
+        job = _Job(texts)
+        with self._cache_lock:
+            self._waiting.append(job)
+        with self._nlp_lock:
+            if not job.finished:
+                with self._cache_lock:
+                    jobs, self._waiting = self._waiting, []
+                try:
+                    self._run_jobs(jobs)
+                except Exception:
+                    for each in jobs:
+                        try:
+                            self._run_jobs([each])
+                        except Exception as exc:
+                            each.error = exc
+                        each.finished = True
+                self.batches += 1
+        if job.error is not None:
+            raise job.error
+        return job.findings
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
+        """Under the NLP lock: analyse the distinct texts of `jobs` in one batch."""
+        texts: dict[CacheKey, TextField] = {}
+        for job in jobs:
+            texts.update(job.texts)
+        analysed: dict[CacheKey, list[RecognizerResult]] = {}
+        needs_ner = []
+        for cache_key, field in texts.items():
+            gated = self._without_ner(field.text) if self._ner_gate and not ner_can_matter(field.text) else None
+            if gated is None:
+                needs_ner.append(cache_key)
+            else:
+                analysed[cache_key] = gated
+        batch = [texts[k].text for k in needs_ner]
+        for cache_key, artifacts in zip(needs_ner, self._nlp_engine.process_batch(batch, LANGUAGE,
+                                                                                  batch_size=32)):
+            analysed[cache_key] = self._analyzer.analyze(texts[cache_key].text, language=LANGUAGE,
+                                                         nlp_artifacts=_with_token_lemmas(artifacts[1]))
+        self.ner_runs += len(needs_ner)
+        self.ner_skips += len(texts) - len(needs_ner)
+        found: dict[CacheKey, tuple[Finding, ...]] = {}
+        for cache_key, field in texts.items():  # in arrival order, as the cache evicts the oldest
+            findings = self._findings(field.text, analysed[cache_key])
+            if not findings and is_identifier_under_generic_key(field.key, field.text):
+                findings = [Finding(*_strip_span(field.text), "OTHER_ID", 1.0, f"key:{field.key}")]
+            found[cache_key] = tuple(findings)
+            self._store(cache_key, found[cache_key])
+        for job in jobs:
+            job.findings = {k: found[k] for k in job.texts}
+            job.finished = True
+
+    def _without_ner(self, text: str) -> list[RecognizerResult] | None:
+        """Presidio's results from a tokenizer-only doc (no entities), or None when they might
+        differ from the full pipeline's and the text needs the NER after all."""
+        doc = self._nlp_engine.nlp[LANGUAGE].make_doc(text)
+        if not _gate_exact(text, doc):
+            return None
+        artifacts = _with_token_lemmas(self._nlp_engine._doc_to_nlp_artifact(doc, LANGUAGE))
+        analysed = self._analyzer.analyze(text, language=LANGUAGE, nlp_artifacts=artifacts)
+        return None if _hidden_by_ner(analysed, *self._ner_gate) else analysed
+
+    def _findings(self, text: str, analysed: list[RecognizerResult]) -> list[Finding]:
         findings = []
-        for result in self._analyzer.analyze(text, language=LANGUAGE, nlp_artifacts=artifacts):
+        for result in analysed:
             recognizer = result.recognition_metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "")
             if recognizer == "SpacyRecognizer":
                 result.end = _before_digits(text, result.start, result.end)
@@ -284,12 +449,20 @@ class Detector:
                                                           round(result.score, 3), recognizer)))
         return _merge(findings)
 
-    def _store(self, cache_key, indexes: list[int], results: list, findings: tuple[Finding, ...]) -> None:
-        for index in indexes:
-            results[index] = findings
-        self._cache[cache_key] = findings
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+    def _store(self, cache_key: CacheKey, findings: tuple[Finding, ...]) -> None:
+        with self._cache_lock:
+            self._cache[cache_key] = findings
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+
+@dataclass(eq=False)
+class _Job:
+    """One thread's texts waiting for the NLP stage, and what came of them."""
+    texts: dict[CacheKey, TextField]
+    findings: dict[CacheKey, tuple[Finding, ...]] = dataclass_field(default_factory=dict)
+    error: Exception | None = None
+    finished: bool = False
 
 
 def _strip_span(text: str) -> tuple[int, int]:
