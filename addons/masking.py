@@ -21,6 +21,7 @@ from mitmproxy import ctx, exceptions, http
 
 from phigate import context
 from phigate.detect import Detector
+from phigate.detect.detector import DetectorBusy
 from phigate.errors import Refusal
 from phigate.home import write_private
 from phigate.policy import evaluate_phi
@@ -42,6 +43,10 @@ STREAMABLE = ("chat", "responses")  # the stream kinds phigate.wire.sse can mask
 # Up to this many characters of already-analysed text are masked on the event loop: applying
 # operators and re-serialising is cheaper than the hop to a worker thread.
 INLINE_CHARS = 16_000
+# New text up to this size is analysed on the event loop when the detector is idle (at most a
+# few ms of NER, which holds the GIL anyway): the hop to a worker thread and back costs about
+# 0.4 ms per call, twice per request. Longer texts, or a busy detector, go to a worker thread.
+INLINE_NLP_CHARS = 600
 
 
 @functools.lru_cache(maxsize=4)
@@ -197,14 +202,24 @@ class Masking:
 
     async def _off_loop(self, fields, work, *args):
         """Run `work` inline when the detector already knows every text of small fields (no
-        NLP: microseconds), else on a worker thread with the masking timeout."""
+        NLP: microseconds) or can analyse short new text at once, else on a worker thread with
+        the masking timeout."""
         texts = [TextField(f.text, f.key) for f in fields]
-        is_cached = getattr(self.detector, "is_cached", None)
-        if (sum(len(t.text) for t in texts) <= INLINE_CHARS and is_cached is not None
-                and is_cached(texts)):
+        size = sum(len(t.text) for t in texts)
+        if size <= INLINE_CHARS and self.detector.is_cached(texts):
             return work(*args)
+        if size <= INLINE_NLP_CHARS and self._analysed_now(texts):
+            return work(*args)  # its detection is now cached
         return await asyncio.wait_for(asyncio.to_thread(work, *args),
                                       ctx.options.masking_timeout)
+
+
+    def _analysed_now(self, texts: list[TextField]) -> bool:
+        try:
+            self.detector.analyze(texts, wait=False)
+        except DetectorBusy:
+            return False
+        return True
 
 
 def mask_request(masker: Masker, fields, body):

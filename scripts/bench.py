@@ -297,8 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         agent_stock_cpu = [timed(stock.analyze, [text for turn in conversation
                                                  for text in workloads.texts_of(turn)])[1]
                            for conversation in conversations]
+        # What a gateway examines on a new-text small request: the prompt and the reply (the
+        # stand-in answers "Received: <prompt>").
+        prompts = [workloads.SMALL_PROMPT.format(i=100_000 + i) for i in range(sizes.note)]
+        small_walls = [a + b for a, b in zip(
+            timed(stock.analyze_and_anonymize, prompts)[0],
+            timed(stock.analyze_and_anonymize, [f"Received: {p}" for p in prompts])[0])]
         results["stock"] = {
             "note_p50_ms": percentile(note_walls, 50) * 1e3,
+            "small_new_p50_ms": percentile(small_walls, 50) * 1e3,
             "note_walls_ms": [w * 1e3 for w in note_walls],
             "agent_cpu_s_per_conversation": sum(agent_stock_cpu) / len(agent_stock_cpu)}
         results["detection"] = detection(sizes, stock)

@@ -236,3 +236,17 @@ def test_a_failing_text_in_a_shared_batch_fails_only_its_caller(monkeypatch):
     assert isinstance(outcomes["POISON Ann Holt"], ValueError)
     assert [f.entity_type for f in outcomes[texts[0]][0]] == ["PERSON"]
     assert {f.entity_type for f in outcomes[texts[2]][0]} >= {"PERSON", "PHONE_NUMBER"}
+
+
+def test_analyze_without_waiting_refuses_while_the_nlp_stage_is_busy(plain):
+    """The event loop analyses short new text itself only when no thread is running the NLP
+    stage; it never waits for one (that would stall every connection)."""
+    from phigate.detect.detector import DetectorBusy
+
+    with plain._nlp_lock:
+        with pytest.raises(DetectorBusy):
+            plain.analyze([TextField("Seen by Dr. Ravi Menon, never analysed before 7731.")], wait=False)
+        # Cached or key-decided fields need no NLP stage: answered even while it is busy.
+        assert plain.analyze([TextField("1990-01-01", "birthDate")], wait=False)[0]
+    found = plain.analyze([TextField("Seen by Dr. Ravi Menon, never analysed before 7731.")], wait=False)
+    assert [f.entity_type for f in found[0]] == ["PERSON"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 
 import httpx
 import openai
@@ -164,7 +165,10 @@ def test_content_the_gateway_cannot_examine_is_refused(gateway, fresh_upstream, 
 
 def test_a_detector_fault_refuses_the_request(gateway, fresh_upstream, mint):
     class BrokenDetector:
-        def analyze(self, fields):
+        def is_cached(self, fields):
+            return False
+
+        def analyze(self, fields, wait=True):  # inline (wait=False) and on a worker thread
             raise RuntimeError("model crashed on Margaret Whitfield")
 
     masking = gateway.master.addons.get("masking")
@@ -235,3 +239,31 @@ def test_ages_over_89_are_masked_not_refused(gateway, fresh_upstream, mint, grou
         assert "92" in text  # the pseudonym came back as the real age
     else:
         assert "92-year-old" not in text
+
+
+def test_short_new_text_waits_for_a_busy_detector_on_a_worker_thread(gateway, fresh_upstream, mint):
+    """Short new text is analysed on the event loop only when the detector is idle; while
+    another thread holds the NLP stage the request goes to a worker thread, and the event loop
+    keeps serving (a second, cached request is answered meanwhile)."""
+    import threading
+
+    masking = gateway.master.addons.get("masking")
+    caller = client(gateway, mint("dr-busy", "clinicians"), "reverse")
+    caller.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "ping"}])
+    outcome = {}
+
+    def send() -> None:
+        outcome["reply"] = caller.chat.completions.create(model=MODEL, messages=[
+            {"role": "user", "content": "Margaret Whitfield was seen on 03/04/2026 (busy test)."}])
+
+    with masking.detector._nlp_lock:  # what a long batch on a worker thread looks like
+        sender = threading.Thread(target=send)
+        sender.start()
+        sender.join(0.5)
+        assert sender.is_alive()  # held: waiting on a worker thread, not answered unmasked
+        started = time.monotonic()
+        caller.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "ping"}])
+        assert time.monotonic() - started < 5  # the event loop was not blocked
+    sender.join(30)
+    sent = fresh_upstream.received[-1].body.decode()
+    assert "Whitfield" not in sent and "<PERSON" in sent and outcome["reply"].choices

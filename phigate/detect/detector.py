@@ -336,7 +336,10 @@ class Detector:
         return (hashlib.sha256(field.text.encode("utf-8", "surrogatepass")).digest(), field.key,
                 self.config_hash)
 
-    def analyze(self, fields: list[TextField]) -> list[list[Finding]]:
+    def analyze(self, fields: list[TextField], *, wait: bool = True) -> list[list[Finding]]:
+        """Findings per field. `wait=False`: raise `DetectorBusy` instead of waiting when the
+        fields need the NLP stage and another thread is running it (an event loop may then
+        run short texts itself and send the rest to a worker thread)."""
         results: list[tuple[Finding, ...] | None] = [None] * len(fields)
         pending: dict[CacheKey, list[int]] = {}
         with self._cache_lock:
@@ -362,7 +365,7 @@ class Detector:
                 continue
             self._store(cache_key, found[cache_key])
         if needs_nlp:
-            found.update(self._nlp(needs_nlp))
+            found.update(self._nlp(needs_nlp) if wait else self._nlp_now(needs_nlp))
         for cache_key, indexes in pending.items():
             for index in indexes:
                 results[index] = found[cache_key]
@@ -396,6 +399,18 @@ class Detector:
         if job.error is not None:
             raise job.error
         return job.findings
+
+    def _nlp_now(self, texts: dict[CacheKey, TextField]) -> dict[CacheKey, tuple[Finding, ...]]:
+        """The NLP stage for these texts alone, at once, or DetectorBusy."""
+        if not self._nlp_lock.acquire(blocking=False):
+            raise DetectorBusy("the NLP stage is in use")
+        try:
+            job = _Job(texts)
+            self._run_jobs([job])
+            self.batches += 1
+            return job.findings
+        finally:
+            self._nlp_lock.release()
 
     def _run_jobs(self, jobs: list[_Job]) -> None:
         """Under the NLP lock: analyse the distinct texts of `jobs` in one batch."""
@@ -454,6 +469,10 @@ class Detector:
             self._cache[cache_key] = findings
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+
+
+class DetectorBusy(RuntimeError):
+    """`analyze(..., wait=False)` found the NLP stage in use by another thread."""
 
 
 @dataclass(eq=False)

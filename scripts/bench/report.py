@@ -100,7 +100,13 @@ def memory_table(memory: dict, peak: dict) -> list[str]:
     return lines
 
 
-def _target(name: str, measured: float, limit: float, unit: str, higher_is_better: bool = False) -> dict:
+def _target(name: str, measured: float, limit: float, unit: str, higher_is_better: bool = False,
+            informational: bool = False) -> dict:
+    """`informational`: shown for comparison, not a target (the note after the table says why)."""
+    if informational:
+        ok = measured >= limit if higher_is_better else measured <= limit
+        return {"target": name, "measured": round(measured, 3), "limit": round(limit, 3),
+                "unit": unit, "met": None, "miss": "" if ok else "(info) over"}
     if math.isnan(measured):
         return {"target": name, "measured": measured, "limit": limit, "unit": unit, "met": False,
                 "miss": "not measured (no request completed)"}
@@ -117,12 +123,22 @@ def targets(results: dict) -> list[dict]:
     for row in results["rows"]:
         if row["workload"].startswith("small chat"):
             b, o = row["bare"], row["phigate"]
-            text = "same text" if "same text" in row["workload"] else "new text"
+            # The 1.5x / 0.6x targets are for requests without new text; new text is held to
+            # half of stock Presidio's time on the same texts (the row after these).
+            new = "new text" in row["workload"]
+            text = "new text" if new else "same text"
             out.append(_target(f"small non-PHI p50 / bare ({text}, c={row['concurrency']})",
-                               _ratio(o["p50_ms"], b["p50_ms"]), 1.5, "x"))
+                               _ratio(o["p50_ms"], b["p50_ms"]), 1.5, "x", informational=new))
             out.append(_target(f"small non-PHI throughput / bare ({text}, c={row['concurrency']})",
-                               _ratio(o["requests_per_s"], b["requests_per_s"]), 0.6, "x", True))
+                               _ratio(o["requests_per_s"], b["requests_per_s"]), 0.6, "x", True,
+                               informational=new))
     note, stock = results["note_row"], results["stock"]
+    small_new = next(r for r in results["rows"]
+                     if "new text" in r["workload"] and r["concurrency"] == 1)
+    out.append(_target("small non-PHI, new text (c=1): added p50 latency vs half of stock "
+                       "analyze+anonymize of its prompt and reply",
+                       small_new["phigate"]["p50_ms"] - small_new["bare"]["p50_ms"],
+                       stock["small_new_p50_ms"] / 2, "ms"))
     added = note["phigate"]["p50_ms"] - note["bare"]["p50_ms"]
     out.append(_target("~250-char note: added p50 latency vs half of stock analyze+anonymize",
                        added, stock["note_p50_ms"] / 2, "ms"))
@@ -148,8 +164,9 @@ def targets(results: dict) -> list[dict]:
 def target_table(items: list[dict]) -> list[str]:
     lines = ["| target | measured | limit | met | miss |", "|---|---:|---:|---|---|"]
     for t in items:
+        met = "info" if t["met"] is None else "yes" if t["met"] else "NO"
         lines.append(f"| {t['target']} | {_f(t['measured'], 2)} {t['unit']} | {_f(t['limit'], 2)} {t['unit']} | "
-                     f"{'yes' if t['met'] else 'NO'} | {t['miss']} |")
+                     f"{met} | {t['miss']} |")
     return lines
 
 
@@ -168,6 +185,9 @@ def tables(results: dict, info: dict) -> str:
               f"- bare p50 {_f(note['bare']['p50_ms'])} ms, phigate p50 {_f(note['phigate']['p50_ms'])} ms: "
               f"phigate adds {_f(note['phigate']['p50_ms'] - note['bare']['p50_ms'])} ms",
               f"- stock Presidio analyze + anonymize of the same notes, p50 {_f(stock['note_p50_ms'])} ms",
+              "", "## Small request with new text", "",
+              f"- stock Presidio analyze + anonymize of the prompt and of the stand-in's reply (which "
+              f"echoes it), per request, p50 {_f(stock['small_new_p50_ms'])} ms",
               "", f"## {agent['turns']}-turn agent conversation", "",
               f"- phigate gateway CPU per conversation {_f(agent['phigate']['cpu_ms_per_request'] / 1e3, 3)} s "
               f"(bare {_f(agent['bare']['cpu_ms_per_request'] / 1e3, 3)} s)",
