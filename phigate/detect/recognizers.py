@@ -12,11 +12,14 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from phigate.detect.lexicon import GIVEN_FILE, SURNAME_FILE, given_names, surnames
+from phigate.detect.scan import (Finder, finder, fold, occurs, positions, required_literals, search_from,
+                                 start_literals)
 from phigate.detect.validators import dea_ok, has_digits, id_ok, is_code_like, long_id_ok, npi_ok, vin_ok
 
 STRONG, CONTEXT, WEAK = 0.9, 0.8, 0.55
@@ -33,27 +36,56 @@ class Rule:
     not_after: str | None = None  # a match right after this (e.g. "SNOMED") is a code, not PHI
     compiled: re.Pattern = field(init=False, repr=False, compare=False)
     compiled_not_after: re.Pattern | None = field(init=False, repr=False, compare=False)
+    # Read from the regex (scan.py): literals one of which begins every match, else literals one
+    # of which occurs in every text the rule matches in; None when the regex shows none.
+    starts: Finder | None = field(init=False, repr=False, compare=False)
+    needs: Finder | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compiled", re.compile(self.regex, self.flags))
         object.__setattr__(self, "compiled_not_after",
                            re.compile(rf"(?:{self.not_after})\W{{0,3}}$", re.IGNORECASE) if self.not_after else None)
+        starts = finder(start_literals(self.regex, self.flags))
+        object.__setattr__(self, "starts", starts)
+        object.__setattr__(self, "needs", None if starts else finder(required_literals(self.regex, self.flags)))
 
-    def spans(self, text: str):
-        group = "phi" if "phi" in self.compiled.groupindex else 0
-        position = 0
-        while match := self.compiled.search(text, position):
-            start, end = match.span(group)
-            # A rejected match may hide a valid one that starts inside it ("pump serial no. SN-1234").
-            position = match.end() if match.end() > match.start() else match.start() + 1
-            if start == end:
-                continue
-            if self.compiled_not_after and self.compiled_not_after.search(text, max(0, start - 24), start):
-                continue
-            if self.validate is None or self.validate(text[start:end]):
-                yield start, end
-            else:
-                position = match.start() + 1
+    def spans(self, text: str, folded: str | None = None):
+        """(start, end) of each accepted match. Tries the pattern only where a start literal
+        occurs, or not at all when no required literal does (`folded` is `scan.fold(text)`,
+        shared by the rules of one text)."""
+        if self.starts is None and self.needs is None:
+            return rule_spans(self, text, partial(self.compiled.search, text))
+        folded = fold(text) if folded is None else folded
+        if self.starts is None:
+            if not occurs(text, folded, self.needs):
+                return iter(())
+            return rule_spans(self, text, partial(self.compiled.search, text))
+        found = positions(text, folded, self.starts)
+        if not found:
+            return iter(())
+        return rule_spans(self, text, partial(search_from, self.compiled, text, starts=found))
+
+    def spans_by_search(self, text: str):
+        """The same spans from `re.search` at every position: the reference `spans` is tested against."""
+        return rule_spans(self, text, partial(self.compiled.search, text))
+
+
+def rule_spans(rule: Rule, text: str, search: Callable[[int], re.Match | None]):
+    """Accepted spans of the matches `search(position)` finds, left to right."""
+    group = "phi" if "phi" in rule.compiled.groupindex else 0
+    position = 0
+    while match := search(position):
+        start, end = match.span(group)
+        # A rejected match may hide a valid one that starts inside it ("pump serial no. SN-1234").
+        position = match.end() if match.end() > match.start() else match.start() + 1
+        if start == end:
+            continue
+        if rule.compiled_not_after and rule.compiled_not_after.search(text, max(0, start - 24), start):
+            continue
+        if rule.validate is None or rule.validate(text[start:end]):
+            yield start, end
+        else:
+            position = match.start() + 1
 
 
 class RuleRecognizer(EntityRecognizer):
@@ -70,13 +102,14 @@ class RuleRecognizer(EntityRecognizer):
         entity = self.supported_entities[0]
         if entities and entity not in entities:
             return []
+        folded = fold(text)
         return [
             RecognizerResult(entity, start, end, rule.score,
                              recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
                                                    RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
                                                    RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY: True})
             for rule in self.rules
-            for start, end in rule.spans(text)
+            for start, end in rule.spans(text, folded)
         ]
 
 
