@@ -386,6 +386,8 @@ class Detector:
             if not job.finished:
                 with self._cache_lock:
                     jobs, self._waiting = self._waiting, []
+                if job not in jobs:  # only if a leader was interrupted (BaseException) with it
+                    jobs.append(job)
                 try:
                     self._run_jobs(jobs)
                 except Exception:
