@@ -99,7 +99,9 @@ def test_an_approver_approves_from_the_page(page, base, store, issuer):
     assert [(d["iss"], d["sub"], d["decision"], d["reason"]) for d in decided.decisions] == [
         (DEV_ISSUER, "officer-bob", "approve", "referral letter is routine"),
     ]
-    assert page.locator(f"[data-approval='{approval.id}'] button.approve").count() == 0
+    # The list is re-rendered after the status line: wait for the decided card's button to go.
+    page.locator(f"[data-approval='{approval.id}'] button.approve").wait_for(state="detached",
+                                                                           timeout=10_000)
 
 
 def test_a_non_approver_gets_an_error_on_the_page(page, base, store, issuer):
