@@ -17,8 +17,9 @@ from pathlib import Path
 
 from mitmproxy import hooks
 from mitmproxy.options import Options
-from mitmproxy.tools.dump import DumpMaster
+from mitmproxy.master import Master
 
+from phigate.addons.master import gateway_master
 from phigate.addons.settings import REQUIRED_OPTIONS
 from phigate.home import Home
 
@@ -37,7 +38,7 @@ class RunningGateway:
         self.extra_options = options or {}
         self.addons = addons
         self.upstream_key = upstream_key
-        self.master: DumpMaster | None = None
+        self.master: Master | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -91,7 +92,7 @@ class RunningGateway:
             try:
                 opts = Options(confdir=str(self.home.ca_dir), mode=[
                     "regular@127.0.0.1:0", "reverse:https://api.openai.com@127.0.0.1:0"])
-                self.master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+                self.master = gateway_master(opts, with_termlog=False, with_dumper=False)
                 from phigate.addons.gateway import Gateway, pipeline
 
                 if self.addons is None:

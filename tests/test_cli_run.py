@@ -3,6 +3,7 @@ mint`, the openai SDK through both listeners, per-policy upstream keys from the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -148,3 +149,31 @@ def test_curl_trusts_the_gateway_with_the_bundle(running, upstream):
                             "--cacert", str(bundle), "https://example.com/"],
                            capture_output=True, text=True, timeout=60)
     assert other.returncode != 0 and "403" in other.stderr
+
+
+@pytest.mark.parametrize("option", ["modify_body=/~q/Margaret/Jane", "save_stream_file=flows.mitm",
+                                    "map_remote=|api.openai.com|evil.example"])
+def test_options_of_traffic_rewriting_addons_are_refused(tmp_path, option):
+    """`phigate run` does not load mitmproxy's rewriting and dumping addons (they would act on
+    traffic outside the pipeline): their options are unknown, and it stops before listening."""
+    done = subprocess.run(
+        [PHIGATE, "run", "--home", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}",
+         "--reverse", "off", "--set", "admin_listen=", "--set", option],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"unknown options: {option.split('=')[0]}" in done.stderr
+
+
+def test_the_gateway_master_leaves_out_the_unused_addons():
+    from mitmproxy.options import Options
+
+    from phigate.addons.master import UNUSED, gateway_master
+
+    async def build():
+        return gateway_master(Options(), with_termlog=False)
+
+    master = asyncio.run(build())
+    loaded = {type(a).__name__ for a in master.addons.chain}
+    assert not loaded & UNUSED
+    assert {"Core", "Proxyserver", "NextLayer", "TlsConfig", "Block", "Dumper"} <= loaded
+    assert "modify_body" not in master.options and "body_size_limit" in master.options

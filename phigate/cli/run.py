@@ -101,6 +101,19 @@ def _print_usage(listen: str, reverse: str | None, ca_bundle: Path, home: str | 
     click.echo("\n".join(lines), err=True)
 
 
+def _run_parser():
+    """`phigate run` passes mitmproxy only modes and options (mitmdump's own parser names
+    options of addons the gateway does not load)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="phigate run")
+    parser.add_argument("--mode", action="append", dest="mode")
+    parser.add_argument("--set", action="append", dest="setoptions", default=[], metavar="option[=value]")
+    for flag in ("version", "quiet", "verbose", "options", "commands"):  # what process_options reads
+        parser.set_defaults(**{flag: None})
+    return parser
+
+
 def serve(arguments: list[str], *, web: bool = False) -> int:
     """Run mitmdump or mitmweb with the pipeline added as addons, not loaded as a script.
 
@@ -130,9 +143,9 @@ def serve(arguments: list[str], *, web: bool = False) -> int:
 
             master, parser = WebMaster(opts), cmdline.mitmweb(opts)
         else:
-            from mitmproxy.tools.dump import DumpMaster
+            from phigate.addons.master import gateway_master
 
-            master, parser = DumpMaster(opts), cmdline.mitmdump(opts)
+            master, parser = gateway_master(opts), _run_parser()
         gateway = Gateway(pipeline())
         master.addons.add(gateway)
         parsed = parser.parse_args(arguments)
