@@ -177,3 +177,23 @@ def test_the_gateway_master_leaves_out_the_unused_addons():
     assert not loaded & UNUSED
     assert {"Core", "Proxyserver", "NextLayer", "TlsConfig", "Block", "Dumper"} <= loaded
     assert "modify_body" not in master.options and "body_size_limit" in master.options
+
+
+def test_phigate_web_starts_with_the_pipeline(tmp_path):
+    """mitmweb has no flow dumper: options that only `phigate run` sets must not reach it."""
+    reverse, web = free_port(), free_port()
+    process = subprocess.Popen(
+        [PHIGATE, "web", "--home", str(tmp_path), "--listen", f"127.0.0.1:{free_port()}",
+         "--reverse", f"127.0.0.1:{reverse}", "--web", f"127.0.0.1:{web}", "--set", "admin_listen="],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        listening = False
+        while not listening and process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as s:
+                listening = s.connect_ex(("127.0.0.1", reverse)) == 0
+            time.sleep(0.1)
+        assert listening, process.stderr.read()[-2000:] if process.poll() is not None else "timeout"
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -21,7 +21,8 @@ def _address(value: str) -> str:
 
 def mitmproxy_args(*, listen: str, reverse: str | None, home: Home, policies: str | None,
                    upstream: str | None, upstream_ca: str | None,
-                   upstream_key_file: str | None, extra_sets: tuple[str, ...]) -> list[str]:
+                   upstream_key_file: str | None, extra_sets: tuple[str, ...],
+                   dumper: bool = True) -> list[str]:
     """The mitmdump/mitmweb command line (options only: the pipeline is added directly)."""
     args = ["--mode", f"regular@{listen}"]
     if reverse:
@@ -32,11 +33,12 @@ def mitmproxy_args(*, listen: str, reverse: str | None, home: Home, policies: st
         "connection_strategy": "lazy",
         # Leaves carry only the requested name, so the CA's name constraint holds.
         "upstream_cert": "false",
-        # The JSON flow line (log_json) is the per-request log; mitmproxy's own line prints
-        # URLs with their query strings, which may carry PHI.
-        "flow_detail": "0",
         "phigate_home": str(home.root),
     }
+    if dumper:  # mitmdump's flow dumper (mitmweb has none)
+        # The JSON flow line (log_json) is the per-request log; mitmproxy's own line prints
+        # URLs with their query strings, which may carry PHI.
+        sets["flow_detail"] = "0"
     for name, value in (("policies", policies), ("upstream", upstream),
                         ("upstream_ca", upstream_ca), ("upstream_key_file", upstream_key_file)):
         if value:
@@ -184,6 +186,6 @@ def run_command(home, reverse, **kwargs) -> None:
 def web_command(home, reverse, web_address, **kwargs) -> None:
     """Run the gateway inside mitmweb, for live inspection of flows."""
     host, _, port = _address(web_address).rpartition(":")
-    args = _prepare(home, reverse, **kwargs)
+    args = _prepare(home, reverse, dumper=False, **kwargs)
     raise SystemExit(serve(args + ["--set", f"web_host={host}", "--set", f"web_port={port}",
                                    "--set", "web_open_browser=false"], web=True))
