@@ -72,8 +72,8 @@ class Masking:
         loader.add_option(
             "masking_timeout", int, 30,
             "Seconds the detector may take for one request before it is refused (fail closed). "
-            "Requests with at most 600 characters of new text are analysed at once on the event "
-            "loop when the detector is idle (a few ms) and are not timed.",
+            f"Requests with at most {INLINE_NLP_CHARS} characters of new text are analysed at "
+            "once on the event loop when the detector is idle (a few ms) and are not timed.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -215,8 +215,8 @@ class Masking:
         return await asyncio.wait_for(asyncio.to_thread(work, *args),
                                       ctx.options.masking_timeout)
 
-
     def _analysed_now(self, texts: list[TextField]) -> bool:
+        """Analyse `texts` here and now unless another thread is running the NLP stage."""
         try:
             self.detector.analyze(texts, wait=False)
         except DetectorBusy:

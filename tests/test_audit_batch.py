@@ -12,9 +12,8 @@ from phigate.audit import merkle, note
 from phigate.audit.batch import GroupCommitter
 from phigate.audit.store import AuditError, SqliteAuditStore
 from phigate.audit.verify import check_proof, prove, verify
-from phigate.home import Home
 
-from .test_audit_store import record, vkey
+from .test_audit_store import home, record, vkey  # noqa: F401 (home: the shared fixture)
 
 
 class CountingStore(SqliteAuditStore):
@@ -28,11 +27,6 @@ class CountingStore(SqliteAuditStore):
         items = list(items)
         self.batches.append(len(items))
         return super().append_many(items)
-
-
-@pytest.fixture
-def home(tmp_path):
-    return Home.open(tmp_path / "home")
 
 
 @pytest.fixture

@@ -289,9 +289,10 @@ class Detector:
     """PHI detection for many text fields at once. Build once per process.
 
     Sync and thread-safe; callers run ``analyze`` off the event loop (``asyncio.to_thread``).
-    Texts that miss the cache from threads that call at the same time share one NLP batch. Texts in which no NER span could
-    survive `_is_noise` (`ner_can_matter`: no capitalised word but NOT_NAME_WORDS, e.g. most FHIR
-    values) skip the NER, the costliest step, with unchanged findings.
+    Texts that miss the cache from threads that call at the same time share one NLP batch.
+    Texts in which no NER span could survive `_is_noise` (`ner_can_matter`: no capitalised word
+    but NOT_NAME_WORDS, e.g. most FHIR values) skip the NER, the costliest step, with unchanged
+    findings.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, *, ner_gate: bool = True):
@@ -313,7 +314,7 @@ class Detector:
         )
         self._ner_gate = _ner_gate_settings(self._nlp_engine, registry) if ner_gate else None
         self.ner_runs = self.ner_skips = 0  # texts analysed with and without the NER
-        self._cache: OrderedDict[tuple[bytes, str | None, str], tuple[Finding, ...]] = OrderedDict()
+        self._cache: OrderedDict[CacheKey, tuple[Finding, ...]] = OrderedDict()
         self._cache_size = int(self.config["cache_size"])
         # The cache lock is held for microseconds (the event loop takes it in `is_cached`); the
         # NLP lock for a whole batch. A thread never waits for the NLP lock holding the other.
