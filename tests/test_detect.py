@@ -272,3 +272,36 @@ def test_code_identifiers_under_name_are_not_presumed_people(detector):
     assert found(detector, "get_patient_record", key="name") == []
     assert found(detector, "agents.runner.step", key="name") == []
     assert found(detector, "Margaret Whitfield", key="name") == [("Margaret Whitfield", "PERSON")]
+
+
+def test_context_pass_groups_results_as_presidio_does(detector):
+    """`_Analyzer._enhance_using_context` (one grouping) returns Presidio's own list, same
+    objects in the same order, and defers to Presidio when a recognizer enhances scores."""
+    from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerResult
+
+    from phigate.detect.detector import LANGUAGE, _with_token_lemmas
+
+    analyzer, engine = detector._analyzer, detector._nlp_engine
+    recognizers = analyzer.registry.get_recognizers(language=LANGUAGE, all_fields=True)
+    compared = 0
+    for record in evaluate.load(evaluate.DEFAULT_DATA, 150):
+        for field in record["fields"]:
+            text = field["text"]
+            artifacts = _with_token_lemmas(engine._doc_to_nlp_artifact(engine.nlp[LANGUAGE](text), LANGUAGE))
+            raw = [r for rec in recognizers for r in rec.analyze(text, rec.supported_entities, artifacts) or []]
+            raw.reverse()  # arrival order differs from recognizer order: the grouping must restore it
+            ours = analyzer._enhance_using_context(text, raw, artifacts, recognizers)
+            presidio = AnalyzerEngine._enhance_using_context(analyzer, text, raw, artifacts, recognizers)
+            assert [id(r) for r in ours] == [id(r) for r in presidio]
+            compared += len(raw)
+    assert compared > 300
+
+    class Boosting(PatternRecognizer):
+        def enhance_using_context(self, text, raw_recognizer_results, other_raw_recognizer_results,
+                                  nlp_artifacts, context=None):
+            return [RecognizerResult(r.entity_type, r.start, r.end, 1.0) for r in raw_recognizer_results]
+
+    boosting = Boosting(supported_entity="X", deny_list=["zzz"])
+    raw = [RecognizerResult("X", 0, 3, 0.4, recognition_metadata={
+        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: boosting.id})]
+    assert [r.score for r in analyzer._enhance_using_context("zzz", raw, None, [boosting])] == [1.0]

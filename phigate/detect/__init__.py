@@ -36,7 +36,8 @@ medications, doses, lab values and technical tokens are not identifiers and are 
 Configuration (YAML, all keys optional): ``nlp_configuration`` is Presidio's NLP-engine
 configuration (point it at en_core_web_lg or a transformers model), ``recognizer_registry`` is
 Presidio's recognizer-registry configuration whose recognizers are added to the pack,
-``disabled_components``, ``score_threshold`` and ``cache_size``.
+``disabled_components``, ``score_threshold``, ``cache_size`` and ``fused_ner_encoder`` (spaCy's
+CNN NER token encoder run as one numpy layer, see fastner.py; on by default).
 """
 
 from phigate.detect.detector import Detector, Finding, TextField, bundled_model_path, load_config
