@@ -80,8 +80,9 @@ class RunningGateway:
             key_file = str(self.home.root / "upstream.key")
             Path(key_file).write_text(self.upstream_key)
             Path(key_file).chmod(0o600)
+        # gc_freeze off: it would freeze the whole test process, fixtures and all.
         opts = dict(REQUIRED_OPTIONS, phigate_home=str(self.home.root), upstream=self.upstream,
-                    upstream_key_file=key_file)
+                    upstream_key_file=key_file, gc_freeze=False)
         if self.upstream_ca:
             opts["upstream_ca"] = self.upstream_ca
         opts.update(self.extra_options)

@@ -12,6 +12,7 @@ masking before the recorder writes the flow's audit record.
 from phigate.addons.admin import Admin
 from phigate.addons.approvals import Approvals
 from phigate.addons.guardrails import Guardrails
+from phigate.addons.heap import Heap
 from phigate.addons.identity import Identity
 from phigate.addons.masking import Masking
 from phigate.addons.observability import Observability, StageClock
@@ -58,6 +59,7 @@ def pipeline() -> list:
         Recorder(),
         Observability(clock),  # after the recorder: it sees the final status
         Admin(identity, approvals),
+        Heap(),  # last: its `running` comes after every other stage has loaded what it needs
     ]
 
 
