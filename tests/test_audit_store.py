@@ -146,9 +146,15 @@ def test_no_phi_reaches_the_database_file(home, store):
 
 def test_canonical_form_is_sorted_compact_utf8_and_strict():
     assert canonical.dumps({"b": 1, "a": [1.5, "é"]}) == '{"a":[1.5,"é"],"b":1}'
-    for bad in ({1: "int key"}, {"x": b"bytes"}, {"x": {1, 2}}, {"x": math.inf}):
+    for bad in ({1: "int key"}, {"x": b"bytes"}, {"x": {1, 2}}, {"x": math.inf},
+                {"x": [{"y": (1, {2: "deep int key"})}]}, {"x": [[[b"deep bytes"]]]}, [{"x": object()}]):
         with pytest.raises((TypeError, ValueError)):
             canonical.dumps(bad)
+
+    class Name(str):
+        pass
+
+    assert canonical.dumps({Name("k"): (1, None, True, 2.5, [Name("v")])}) == '{"k":[1,null,true,2.5,["v"]]}'
 
 
 def test_body_keys_bind_ciphertext_to_record_and_kind(home):
