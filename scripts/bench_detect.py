@@ -1,6 +1,9 @@
 """Detection speed: phigate's Detector vs stock Presidio (en_core_web_sm), same texts, same run.
 
-    python scripts/bench_detect.py [--records 300] [--rounds 3]
+    python scripts/bench_detect.py [--records 300] [--rounds 3] [--detect-config FILE]
+
+--detect-config: a detector YAML for phigate's side, e.g. `fused_ner_encoder: false` to time
+spaCy's own NER encoder layers instead of phigate's fused one.
 
 cold = never-seen text (each text analysed once); warm = the same fields again (cache hits).
 FHIR fields go in with their JSON keys, as the gateway sends them (many never reach the NLP).
@@ -69,12 +72,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--detect-config", default=None, help="detector YAML for phigate's side")
     args = parser.parse_args()
     records = load(DEFAULT_DATA, args.records)
     texts, fhir = texts_from(records), fhir_fields_from(records)
     notes = [f"{NOTE_250} Visit {i}." for i in range(60)]  # distinct texts, ~250 characters each
 
-    detector = Detector.from_config(None)
+    detector = Detector.from_config(args.detect_config)
     stock_analyze = stock()
     ours = lambda text: detector.analyze([TextField(text)])  # noqa: E731
     theirs = lambda text: stock_analyze([{"text": text}])  # noqa: E731
