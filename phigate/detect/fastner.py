@@ -1,4 +1,4 @@
-"""A faster inference path for the token encoder of spaCy's CNN NER (en_core_web_sm/md/lg).
+"""A faster inference path for the token encoder of spaCy's CNN NER (en_core_web_sm's).
 
 spaCy runs that encoder (hash embeddings of NORM/PREFIX/SUFFIX/SHAPE, a maxout reduction, then
 residual maxout window layers, then a linear projection) as ~60 thinc layers: one Python call
@@ -7,8 +7,10 @@ rows. For the short texts of chat traffic that overhead, not arithmetic, is most
 time. `fuse_ner_encoder` swaps the encoder, for inference only, for one thinc layer that
 computes the same function in a few numpy calls (OpenBLAS, one thread, on pre-transposed
 weights). It first reads the model's structure and refuses anything but the architecture it
-was written for, then checks both encoders agree on sample texts; otherwise spaCy's own layers
-stay. Only the floating-point summation order of the matrix products differs.
+was written for (hash embeddings only: an NER that also embeds static word vectors, as larger
+pipelines may, or a transformer pipeline keeps spaCy's layers), then checks both encoders agree
+on sample texts; otherwise spaCy's own layers stay. Only the floating-point summation order of the matrix
+products can differ.
 """
 
 from __future__ import annotations
