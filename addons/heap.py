@@ -29,7 +29,7 @@ class Heap:
     """Last stage of the pipeline: its hooks run after every other stage's."""
 
     def __init__(self) -> None:
-        self.running_since: float | None = None
+        self.started = False  # `running` has come: startup is over
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -40,12 +40,12 @@ class Heap:
         )
 
     def running(self) -> None:
-        self.running_since = time.monotonic()
+        self.started = True
         if ctx.options.gc_freeze:
             self._freeze()
 
     def configure(self, updated: set[str]) -> None:
-        if self.running_since is None or not (updated & RELOADS):
+        if not self.started or not (updated & RELOADS):
             return  # before `running`: startup is not over yet
         gc.unfreeze()  # the replaced objects can be collected again
         if ctx.options.gc_freeze:

@@ -144,6 +144,12 @@ class _ContextEnhancer(LemmaContextAwareEnhancer):
         return super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
 
 
+def _keeps_scores(recognizer: EntityRecognizer) -> bool:
+    """Whether the recognizer has Presidio's base `enhance_using_context`, which returns its
+    results unchanged (no recognizer-level context boost)."""
+    return type(recognizer).enhance_using_context is EntityRecognizer.enhance_using_context
+
+
 class _Analyzer(AnalyzerEngine):
     """Presidio's engine, with its per-recognizer context pass done as one grouping when no
     recognizer overrides `enhance_using_context` (the base method returns the results as they
@@ -151,8 +157,7 @@ class _Analyzer(AnalyzerEngine):
     for a note with 6 findings and our 75 recognizers). Same results in the same order."""
 
     def _enhance_using_context(self, text, raw_results, nlp_artifacts, recognizers, context=None):
-        if any(type(r).enhance_using_context is not EntityRecognizer.enhance_using_context
-               for r in recognizers):
+        if not all(map(_keeps_scores, recognizers)):
             return super()._enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
         by_recognizer: dict[Any, list[RecognizerResult]] = {}
         for result in raw_results:
@@ -296,7 +301,7 @@ def _ner_gate_settings(nlp_engine: NlpEngine, registry: RecognizerRegistry) -> t
         return None
     ner_recognizers = [r for r in registry.recognizers if type(r) is SpacyRecognizer]
     for recognizer in registry.recognizers:
-        if type(recognizer).enhance_using_context is not EntityRecognizer.enhance_using_context:
+        if not _keeps_scores(recognizer):
             return None
         if type(recognizer) is SpacyRecognizer:
             if recognizer.context:

@@ -34,8 +34,7 @@ _ARCHITECTURE = re.compile(
     r"extract_features>>list2ragged"
     r">>with_array\((?:ints-getitem>>hashembed\|)*ints-getitem>>hashembed\)"
     r">>with_array\(maxout>>layernorm>>dropout\)>>ragged2list"
-    r">>with_array\((?:residual\(expand_window>>maxout>>layernorm>>dropout\)>>)*"
-    r"residual\(expand_window>>maxout>>layernorm>>dropout\)\)"
+    rf">>with_array\((?:{re.escape(_RESIDUAL)}>>)*{re.escape(_RESIDUAL)}\)"
     r">>list2array>>linear")
 
 # Sample texts for the agreement check: names, places, codes, a multi-line note.

@@ -54,12 +54,12 @@ class Rule:
         occurs, or not at all when no required literal does (`folded` is `scan.fold(text)`,
         shared by the rules of one text)."""
         if self.starts is None and self.needs is None:
-            return rule_spans(self, text, partial(self.compiled.search, text))
+            return self.spans_by_search(text)
         folded = fold(text) if folded is None else folded
         if self.starts is None:
             if not occurs(text, folded, self.needs):
                 return iter(())
-            return rule_spans(self, text, partial(self.compiled.search, text))
+            return self.spans_by_search(text)
         found = positions(text, folded, self.starts)
         if not found:
             return iter(())
